@@ -1,0 +1,223 @@
+"""SQLite access: opening safely, introspection, SQL quoting and backups.
+
+Nothing here knows the migration's rules. It opens an existing database
+(never creating one), read-only for the read commands, and turns every way a
+file can be unusable into a DatabaseError with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from atocore_identity.errors import DatabaseError, Refused
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for SQL ("a""b")."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: object) -> str:
+    """Render a value as an SQL literal that the sqlite3 shell accepts as is."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return "X'" + value.hex() + "'"
+    text = str(value)
+    if "\x00" in text:
+        # A NUL cannot appear inside a quoted literal; keep the value's type.
+        return "CAST(X'" + text.encode("utf-8").hex() + "' AS TEXT)"
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DatabaseError(
+            f"database {path} does not exist",
+            "pass --db with the path of AtoCore's SQLite file; this tool never creates one",
+        )
+    if path.is_dir():
+        raise DatabaseError(f"database {path} is a directory, not an SQLite file")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise DatabaseError(f"database {path} cannot be read: {exc.strerror}") from None
+    if header != SQLITE_MAGIC:
+        raise DatabaseError(
+            f"database {path} is not an SQLite database",
+            "check the --db path",
+        )
+
+
+def describe_sqlite_error(path: Path, exc: sqlite3.Error) -> DatabaseError:
+    """Turn an sqlite3 error into a one-line DatabaseError for a person."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return DatabaseError(
+            f"database {path} is locked by another process ({text})",
+            "wait for the writer to finish or raise --busy-timeout",
+        )
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return DatabaseError(
+            f"database {path} is corrupt ({text})",
+            "restore it from a backup; run `sqlite3 DB 'PRAGMA integrity_check'` to see more",
+        )
+    if "readonly" in text or "read-only" in text:
+        return DatabaseError(
+            f"database {path} needs recovery from an interrupted write or is read-only ({text})",
+            "open it read-write once (e.g. `sqlite3 DB 'PRAGMA integrity_check'`) "
+            "so SQLite can roll back its journal",
+        )
+    return DatabaseError(f"database {path}: {text}")
+
+
+def _uri(path: Path, mode: str) -> str:
+    return f"file:{quote(str(path.absolute()))}?mode={mode}"
+
+
+def open_database(path: Path, *, readonly: bool, busy_timeout: float = 5.0) -> sqlite3.Connection:
+    """Open an existing AtoCore database; never create one.
+
+    Read-only connections use ``mode=ro`` so neither the file, its mtime nor
+    its journal can change. Read-write connections (apply) use ``mode=rw``,
+    which also refuses to create a file.
+    """
+    _check_file(path)
+    try:
+        conn = sqlite3.connect(
+            _uri(path, "ro" if readonly else "rw"),
+            uri=True,
+            timeout=busy_timeout,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        raise describe_sqlite_error(path, exc) from None
+    try:
+        conn.execute("PRAGMA temp_store = FILE")
+        if not table_exists(conn, "projects"):
+            conn.close()
+            raise DatabaseError(
+                f"database {path} has no `projects` table",
+                "is this AtoCore's database? check the --db path",
+            )
+    except sqlite3.Error as exc:
+        conn.close()
+        raise describe_sqlite_error(path, exc) from None
+    return conn
+
+
+def table_exists(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return row is not None
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    """Column names of a table, in declaration order; [] if it does not exist."""
+    rows = conn.execute(f"PRAGMA main.table_info({quote_ident(table)})").fetchall()
+    return [str(r[1]) for r in rows]
+
+
+def text_columns(conn: sqlite3.Connection) -> list[str]:
+    """Every TABLE.COLUMN whose declared type has TEXT affinity (for completion)."""
+    out: list[str] = []
+    tables = conn.execute(
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+    ).fetchall()
+    for (table,) in tables:
+        for row in conn.execute(f"PRAGMA main.table_info({quote_ident(table)})"):
+            declared = str(row[2]).upper()
+            if "CHAR" in declared or "CLOB" in declared or "TEXT" in declared:
+                out.append(f"{table}.{row[1]}")
+    return out
+
+
+def tables_referencing(conn: sqlite3.Connection, target: str) -> list[tuple[str, str]]:
+    """(table, column) pairs with a foreign key that points at ``target``."""
+    refs: list[tuple[str, str]] = []
+    tables = conn.execute(
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    ).fetchall()
+    for (table,) in tables:
+        for row in conn.execute(f"PRAGMA main.foreign_key_list({quote_ident(table)})"):
+            if str(row[2]) == target:
+                refs.append((str(table), str(row[3])))
+    return refs
+
+
+@contextmanager
+def traced(conn: sqlite3.Connection, sink: Callable[[str], None]) -> Iterator[None]:
+    """Send every statement the connection runs to ``sink`` while the block runs."""
+    conn.set_trace_callback(sink)
+    try:
+        yield
+    finally:
+        conn.set_trace_callback(None)
+
+
+def create_private_file(path: Path) -> None:
+    """Create an empty file readable by its owner only; never follow or reuse a path.
+
+    O_EXCL refuses an existing file and also a symlink planted at the path.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise Refused(
+            f"{path} already exists; refusing to overwrite or follow it",
+            "move it away or choose another --report-dir",
+        ) from None
+    except OSError as exc:
+        raise Refused(
+            f"cannot create {path}: {exc.strerror}",
+            "check that --report-dir is writable",
+        ) from None
+    os.close(fd)
+
+
+def backup_to(db: Path, target: Path) -> int:
+    """A consistent copy through SQLite's backup API; returns its size in bytes.
+
+    apply calls this after BEGIN IMMEDIATE and before its first write. The
+    copy is read through a second, read-only connection: SQLite refuses to
+    back up from a connection that holds a write transaction, and while apply
+    holds the write lock nobody else can commit, so the second connection sees
+    exactly the state the plan was built from.
+    """
+    create_private_file(target)
+    try:
+        source = sqlite3.connect(_uri(db, "ro"), uri=True)
+        try:
+            dest = sqlite3.connect(str(target))
+            try:
+                source.backup(dest, pages=0)
+            finally:
+                dest.close()
+        finally:
+            source.close()
+    except sqlite3.Error as exc:
+        raise Refused(
+            f"backup to {target} failed: {exc}",
+            "free space in --report-dir or pass --no-backup if you have your own",
+        ) from None
+    except OSError as exc:
+        raise Refused(f"backup to {target} failed: {exc.strerror}") from None
+    os.chmod(target, stat.S_IRUSR | stat.S_IWUSR)
+    return target.stat().st_size

@@ -1,0 +1,61 @@
+"""Typed errors that carry their exit code.
+
+The core raises these; exactly one place in the CLI (``cli.main``) turns them
+into a one-line message on stderr and the process exit code.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_REFUSED = 3
+EXIT_CHANGES_PENDING = 4  # plan --detailed-exitcode only
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_CHECK_FAILED: "a check failed (verify)",
+    EXIT_BAD_INPUT: "bad input or usage",
+    EXIT_REFUSED: "refused by a safety rail; the database was not changed",
+    EXIT_CHANGES_PENDING: "plan --detailed-exitcode: changes pending and applicable",
+}
+
+
+class IdentityError(Exception):
+    """Base class: a message for a person, a hint, and an exit code."""
+
+    exit_code: int = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class BadInput(IdentityError):
+    """Unusable input: a missing file, a bad registry, a database we cannot read."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class RegistryError(BadInput):
+    """The registry is missing, unreadable or invalid."""
+
+
+class DatabaseError(BadInput):
+    """The database is missing, not SQLite, locked, corrupt or lacks `projects`."""
+
+
+class Refused(IdentityError):
+    """A safety rail refused; nothing in the database changed."""
+
+    exit_code = EXIT_REFUSED
+
+
+class CheckFailed(IdentityError):
+    """verify found a failing postcondition."""
+
+    exit_code = EXIT_CHECK_FAILED

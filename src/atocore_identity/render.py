@@ -1,0 +1,147 @@
+"""Rendering: results as rich tables on a terminal, plain tables otherwise,
+Markdown for tickets, JSON for machines.
+
+Commands build a ``Doc`` (headings, paragraphs and tables); ``emit`` draws it
+in the chosen format. Nothing here decides anything about the migration.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+from tabulate import tabulate
+
+FORMATS = ("text", "json", "markdown")
+
+
+@dataclass
+class Block:
+    kind: str  # "heading" | "text" | "table" | "ok" | "bad"
+    text: str = ""
+    headers: Sequence[str] = ()
+    rows: Sequence[Sequence[Any]] = ()
+
+
+@dataclass
+class Doc:
+    blocks: list[Block] = field(default_factory=list)
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(Block("heading", text))
+
+    def text(self, text: str) -> None:
+        self.blocks.append(Block("text", text))
+
+    def good(self, text: str) -> None:
+        self.blocks.append(Block("ok", text))
+
+    def bad(self, text: str) -> None:
+        self.blocks.append(Block("bad", text))
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.blocks.append(Block("table", headers=headers, rows=rows))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    # keep one row per line: control characters in names are shown escaped
+    if any(ch in text for ch in "\n\r\t\x00"):
+        text = text.encode("unicode_escape").decode("ascii")
+    return text
+
+
+def stdout_console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+
+
+def emit(doc: Doc, fmt: str, payload: dict[str, Any] | None, out: TextIO | None = None) -> None:
+    """Write ``doc`` (or ``payload`` for json) to stdout in format ``fmt``."""
+    stream = out or sys.stdout
+    if fmt == "json":
+        stream.write(json.dumps(payload or {}, indent=2, ensure_ascii=False, default=str) + "\n")
+        return
+    if fmt == "markdown":
+        stream.write(to_markdown(doc))
+        return
+    console = Console(file=stream, highlight=False)
+    if console.is_terminal:
+        _to_rich(doc, console)
+    else:
+        stream.write(to_plain(doc))
+
+
+def to_plain(doc: Doc) -> str:
+    parts: list[str] = []
+    for b in doc.blocks:
+        if b.kind == "heading":
+            parts.append(f"\n== {b.text} ==")
+        elif b.kind == "table":
+            parts.append(
+                tabulate(
+                    [[_cell(c) for c in r] for r in b.rows],
+                    headers=list(b.headers),
+                    tablefmt="simple",
+                    disable_numparse=True,
+                )
+            )
+        elif b.kind == "ok":
+            parts.append(f"[ok]   {b.text}")
+        elif b.kind == "bad":
+            parts.append(f"[FAIL] {b.text}")
+        else:
+            parts.append(b.text)
+    return "\n".join(parts).lstrip("\n") + "\n"
+
+
+def to_markdown(doc: Doc) -> str:
+    parts: list[str] = []
+    for b in doc.blocks:
+        if b.kind == "heading":
+            parts.append(f"\n### {b.text}\n")
+        elif b.kind == "table":
+            rows = [[_cell(c).replace("|", "\\|") for c in r] for r in b.rows]
+            parts.append(
+                tabulate(rows, headers=list(b.headers), tablefmt="github", disable_numparse=True)
+                + "\n"
+            )
+        elif b.kind == "ok":
+            parts.append(f"- [x] {b.text}")
+        elif b.kind == "bad":
+            parts.append(f"- [ ] **FAIL** {b.text}")
+        else:
+            parts.append(b.text + "\n")
+    return "\n".join(parts).lstrip("\n") + "\n"
+
+
+def _to_rich(doc: Doc, console: Console) -> None:
+    for b in doc.blocks:
+        if b.kind == "heading":
+            console.rule(f"[bold]{_escape(b.text)}")
+        elif b.kind == "table":
+            table = Table(show_header=True, header_style="bold cyan")
+            for h in b.headers:
+                table.add_column(h)
+            for r in b.rows:
+                table.add_row(*(_escape(_cell(c)) for c in r))
+            console.print(table)
+        elif b.kind == "ok":
+            console.print(f"[green]✔[/green] {_escape(b.text)}")
+        elif b.kind == "bad":
+            console.print(f"[bold red]✘ {_escape(b.text)}[/bold red]")
+        else:
+            console.print(_escape(b.text))
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

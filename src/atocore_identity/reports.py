@@ -1,0 +1,189 @@
+"""JSON reports and their gzip JSON-lines companions (SPEC §4).
+
+Every report is written atomically: a private temporary file in the report
+directory, fsync, then a hard link to its final name, which fails instead of
+overwriting, so two runs in the same second (or microsecond) never clobber
+each other and a symlink planted at the path is never followed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from atocore_identity import __version__
+from atocore_identity.errors import Refused
+
+REPORT_VERSION = 1
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def ensure_report_dir(path: Path) -> Path:
+    """Create the report dir (owner-only) and prove it is writable, before any write."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise Refused(
+            f"report dir {path} cannot be created: {exc.strerror}",
+            "pass a writable --report-dir",
+        ) from None
+    if not path.is_dir():
+        raise Refused(f"report dir {path} is not a directory", "pass a writable --report-dir")
+    probe = path / f".probe-{secrets.token_hex(6)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        raise Refused(
+            f"report dir {path} is not writable: {exc.strerror}",
+            "pass a writable --report-dir",
+        ) from None
+    return path
+
+
+def _private_temp(directory: Path, suffix: str) -> tuple[Path, int]:
+    path = directory / f".tmp-{secrets.token_hex(8)}{suffix}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    return path, fd
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Give a finished temp file its final name; refuse to replace anything."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        tmp.unlink()
+        raise Refused(f"{final} already exists; refusing to overwrite it") from None
+    tmp.unlink()
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def unique_path(directory: Path, kind: str, suffix: str = ".json") -> tuple[Path, datetime]:
+    """A free ``<kind>-<UTC time to the microsecond><suffix>`` path in ``directory``."""
+    while True:
+        moment = utc_now()
+        path = directory / f"{kind}-{stamp(moment)}{suffix}"
+        if not path.exists() and not path.is_symlink():
+            return path, moment
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically with owner-only permissions."""
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp, fd = _private_temp(directory, ".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _publish(tmp, path)
+    return path
+
+
+class Companion:
+    """A gzip JSON-lines file of row-level detail, published atomically on close."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.tmp, fd = _private_temp(final.parent, ".jsonl.gz")
+        self._raw = os.fdopen(fd, "wb")
+        self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=3)
+        self.records = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._gz.write((json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
+        self.records += 1
+
+    def close(self) -> Path:
+        self._gz.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        _publish(self.tmp, self.final)
+        return self.final
+
+    def discard(self) -> None:
+        try:
+            self._gz.close()
+            self._raw.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def read_companion(path: Path) -> Iterable[dict[str, Any]]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def envelope(
+    kind: str,
+    created: datetime,
+    *,
+    db: Path | None,
+    registry_path: Path | None,
+    registry_sha256: str | None,
+    fingerprint: str | None,
+    counts: dict[str, int],
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """The fields every report shares, followed by the details of its kind."""
+    return {
+        "report_version": REPORT_VERSION,
+        "kind": kind,
+        "tool": "atocore-identity",
+        "tool_version": __version__,
+        "created_at": created.isoformat().replace("+00:00", "Z"),
+        "database": str(db) if db else None,
+        "registry": {
+            "path": str(registry_path) if registry_path else None,
+            "sha256": registry_sha256,
+        },
+        "fingerprint": fingerprint,
+        "counts": counts,
+        **details,
+    }
+
+
+def load_report(path: Path, kind: str | None = None) -> dict[str, Any]:
+    """Read a report file; BadInput-style Refused naming the file on any problem."""
+    from atocore_identity.errors import BadInput
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"report {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"report {path} is not a readable JSON report ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("report_version") != REPORT_VERSION:
+        raise BadInput(f"report {path} is not an atocore-identity report (report_version)")
+    if kind is not None and doc.get("kind") != kind:
+        raise BadInput(
+            f"report {path} is a {doc.get('kind')!r} report, expected {kind!r}",
+            f"pass the {kind} report written by `atocore-identity {kind}`",
+        )
+    return doc

@@ -1,0 +1,118 @@
+"""Which columns hold a project name: the defaults plus what the operator adds.
+
+SPEC §3: the defaults are memories.project (with de-duplication) and
+interactions.project; operators add TABLE.COLUMN pairs on the command line or
+in a TOML config file (``columns = ["conflicts.project"]``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from atocore_identity.database import table_columns
+from atocore_identity.errors import BadInput
+
+# Tables and columns the migration owns through its own rules; an operator
+# cannot add them as plain text columns.
+OWNED = {("projects", "name"), ("projects", "id"), ("project_state", "project_id")}
+DEFAULT_TARGETS = (("memories", "project"), ("interactions", "project"))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A project-keyed text column and how its rows are identified in reports."""
+
+    table: str
+    column: str
+    key: str  # "id" when the table has one, else "rowid"
+    named: bool  # named by the operator: missing is an error
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}.{self.column}"
+
+    @property
+    def dedupe(self) -> bool:
+        """Only memories get SPEC §3's active-duplicate supersession."""
+        return (self.table, self.column) == ("memories", "project")
+
+
+@dataclass(frozen=True)
+class MissingTarget:
+    table: str
+    column: str
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+def parse_column(spec: str) -> tuple[str, str]:
+    """Parse TABLE.COLUMN; raise BadInput with the fix on a malformed value."""
+    table, dot, column = spec.strip().partition(".")
+    if not dot or not table or not column or "." in column:
+        raise BadInput(
+            f"--column {spec!r} is not TABLE.COLUMN",
+            "write it like --column conflicts.project",
+        )
+    if (table, column) in OWNED:
+        raise BadInput(
+            f"--column {spec!r} is owned by the migration's own rules",
+            "name only free-text project columns such as conflicts.project",
+        )
+    return table, column
+
+
+def load_config_columns(path: Path) -> list[str]:
+    """Read ``columns = [...]`` from a TOML config file."""
+    try:
+        with path.open("rb") as handle:
+            doc = tomllib.load(handle)
+    except FileNotFoundError:
+        raise BadInput(f"config {path} does not exist", "check --config") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BadInput(f"config {path} cannot be read: {exc}") from None
+    columns = doc.get("columns", [])
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise BadInput(f'config {path}: "columns" must be a list of "TABLE.COLUMN" strings')
+    return list(columns)
+
+
+def resolve_targets(
+    conn: sqlite3.Connection, extra: list[str]
+) -> tuple[list[Target], list[MissingTarget]]:
+    """The targets present in this database, and the defaults that are missing.
+
+    A missing default is reported; a missing operator-named column is an error.
+    """
+    wanted: list[tuple[str, str, bool]] = [(t, c, False) for t, c in DEFAULT_TARGETS]
+    for spec in extra:
+        table, column = parse_column(spec)
+        if (table, column) in DEFAULT_TARGETS:
+            continue
+        if any((t, c) == (table, column) for t, c, _ in wanted):
+            continue
+        wanted.append((table, column, True))
+
+    found: list[Target] = []
+    missing: list[MissingTarget] = []
+    for table, column, named in wanted:
+        columns = table_columns(conn, table)
+        reason = "" if columns else "no such table"
+        if columns and column not in columns:
+            reason = "no such column"
+        if reason:
+            if named:
+                raise BadInput(
+                    f"--column {table}.{column}: {reason} in this database",
+                    "check the spelling, or drop the option",
+                )
+            missing.append(MissingTarget(table, column, reason))
+            continue
+        key = "id" if "id" in columns else "rowid"
+        found.append(Target(table, column, key, named))
+    return found, missing
