@@ -13,10 +13,17 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from atocore_identity import __version__, commands, views
 from atocore_identity.demo import write_demo
@@ -52,31 +59,41 @@ def stderr_console() -> Console:
 
 
 class Phases:
-    """Progress on stderr: a spinner on a terminal, plain lines with --verbose."""
+    """Progress on stderr: a transient bar per phase on a terminal, plain lines
+    with --verbose, nothing otherwise."""
 
     def __init__(self, quiet: bool, verbose: bool) -> None:
         self.console = stderr_console()
         self.live = self.console.is_terminal and not quiet
         self.verbose = verbose and not quiet
-        self.status: Any = None
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
 
     def __call__(self, phase: str) -> None:
-        if self.status is not None:
-            self.status.update(f"{phase}…")
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, description=phase)
         elif self.verbose:
             click.echo(f"atocore-identity: {phase}", err=True)
 
     @contextmanager
     def running(self) -> Iterator[Phases]:
-        if self.live:
-            with self.console.status("working…") as status:
-                self.status = status
-                try:
-                    yield self
-                finally:
-                    self.status = None
-        else:
+        if not self.live:
             yield self
+            return
+        columns = (
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            self.progress = progress
+            self.task = progress.add_task("starting", total=None)
+            try:
+                yield self
+            finally:
+                self.progress = None
+                self.task = None
 
 
 def build_inputs(

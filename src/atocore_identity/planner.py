@@ -530,20 +530,13 @@ def write_statements(plan: Plan) -> list[str]:
 # --------------------------------------------------------------------------
 
 
-class _Digest:
-    """An order-independent digest of a multiset of rows, fed in a stream."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.count = 0
-
-    def add(self, row: object) -> None:
-        h = hashlib.blake2b(repr(row).encode("utf-8"), digest_size=16).digest()
-        self.total = (self.total + int.from_bytes(h, "big")) % (1 << 128)
-        self.count += 1
-
-    def hexdigest(self) -> str:
-        return f"{self.count}:{self.total:032x}"
+def _hash_rows(h: Any, cursor: sqlite3.Cursor) -> None:
+    """Feed a query's rows into ``h`` a chunk at a time (queries ORDER BY a unique key)."""
+    while True:
+        rows = cursor.fetchmany(CHUNK)
+        if not rows:
+            return
+        h.update(repr(rows).encode("utf-8", "surrogatepass"))
 
 
 def _run(conn: sqlite3.Connection, log: list[str], sql: str) -> sqlite3.Cursor:
@@ -741,24 +734,19 @@ def _fingerprint(
         ).encode()
     )
     if surv.has_state and groups:
-        digest = _Digest()
         sql = (
             'SELECT ps."id", ps."project_id", ps."category", ps."key", ps."status",'
             ' ps."updated_at", ps."value" FROM main."project_state" AS ps'
             ' WHERE ps."project_id" IN (SELECT project_row_id FROM temp.ident_groups)'
+            ' ORDER BY ps."id"'
         )
-        for row in _stream(_run(conn, log, sql)):
-            digest.add((*row[:6], hashlib.sha256(str(row[6]).encode()).hexdigest()))
-        h.update(digest.hexdigest().encode())
+        _hash_rows(h, _run(conn, log, sql))
     for target in surv.targets:
-        digest = _Digest()
-        for row in _stream(_run(conn, log, _rekey_rows_sql(target))):
-            digest.add(row)
-        h.update(f"{target.label}={digest.hexdigest()}".encode())
-    digest = _Digest()
-    for row in _stream(_run(conn, log, "SELECT id, updated_at, rnk FROM temp.ident_mem_dups")):
-        digest.add(row)
-    h.update(digest.hexdigest().encode())
+        h.update(target.label.encode())
+        _hash_rows(h, _run(conn, log, _rekey_rows_sql(target)))
+    _hash_rows(
+        h, _run(conn, log, "SELECT id, updated_at, rnk FROM temp.ident_mem_dups ORDER BY id")
+    )
     return h.hexdigest()
 
 
@@ -769,7 +757,7 @@ def _rekey_rows_sql(target: Target) -> str:
     key_sql = "rowid" if key == "rowid" else quote_ident(key)
     return (
         f"SELECT {key_sql}, {col}{version} FROM main.{tab}"
-        f" WHERE {col} IN (SELECT raw FROM temp.ident_names)"
+        f" WHERE {col} IN (SELECT raw FROM temp.ident_names) ORDER BY {key_sql}"
     )
 
 
