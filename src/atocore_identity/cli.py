@@ -39,6 +39,7 @@ from atocore_identity.errors import (
 )
 from atocore_identity.options import (
     EXIT_CODES_HELP,
+    Common,
     common_options,
     complete_picks,
     complete_reports,
@@ -96,18 +97,15 @@ class Phases:
                 self.task = None
 
 
-def build_inputs(
-    db: Path | None,
-    registry: Path | None,
-    report_dir: Path | None,
-    columns: tuple[str, ...],
-    config: Path | None,
-) -> commands.Inputs:
-    extra = list(columns)
-    if config is not None:
-        extra = load_config_columns(config) + extra
+def build_inputs(common: Common) -> commands.Inputs:
+    extra = list(common.columns)
+    if common.config is not None:
+        extra = load_config_columns(common.config) + extra
     return commands.Inputs(
-        resolve_db(db), resolve_registry(registry), resolve_report_dir(report_dir), tuple(extra)
+        resolve_db(common.db),
+        resolve_registry(common.registry),
+        resolve_report_dir(common.report_dir),
+        tuple(extra),
     )
 
 
@@ -138,23 +136,16 @@ def cli() -> None:
     help="Print the exact read-only SQL inspect runs (sqlite3-shell ready).",
 )
 def inspect(
-    db: Path | None,
-    registry: Path | None,
-    report_dir: Path | None,
-    columns: tuple[str, ...],
-    config: Path | None,
-    quiet: bool,
-    verbose: bool,
-    debug: bool,
+    common: Common,
     fmt: str,
     show_sql: bool,
 ) -> None:
     """Show the blast radius: every alias-keyed row, by table and status."""
-    inputs = build_inputs(db, registry, report_dir, columns, config)
-    phases = Phases(quiet, verbose)
+    inputs = build_inputs(common)
+    phases = Phases(common.quiet, common.verbose)
     with phases.running():
         outcome = commands.run_inspect(inputs, phases)
-    if outcome.warning and not quiet:
+    if outcome.warning and not common.quiet:
         click.echo(f"Warning: {outcome.warning}", err=True)
     if show_sql and fmt != "json":
         click.echo("\n".join(q.rstrip() + ";" for q in outcome.statements))
@@ -189,29 +180,22 @@ def inspect(
     help="Exit 0 nothing to do, 4 changes pending and applicable, 3 apply would refuse.",
 )
 def plan(
-    db: Path | None,
-    registry: Path | None,
-    report_dir: Path | None,
-    columns: tuple[str, ...],
-    config: Path | None,
-    quiet: bool,
-    verbose: bool,
-    debug: bool,
+    common: Common,
     fmt: str,
     resolutions: Path | None,
     out: Path | None,
     detailed_exitcode: bool,
 ) -> None:
     """Compute the migration plan, print it, and write a plan report."""
-    inputs = build_inputs(db, registry, report_dir, columns, config)
-    phases = Phases(quiet, verbose)
+    inputs = build_inputs(common)
+    phases = Phases(common.quiet, common.verbose)
     with phases.running():
         outcome = commands.run_plan(inputs, resolutions, out, phases)
     if fmt == "sql":
         click.echo(outcome.script, nl=False)
     else:
         emit(views.plan_doc(outcome), fmt, outcome.payload)
-    if not quiet and fmt != "text":
+    if not common.quiet and fmt != "text":
         click.echo(f"plan report: {outcome.report}", err=True)
     if detailed_exitcode:
         p = outcome.plan
@@ -226,21 +210,7 @@ def prompt_choice(collision: Collision) -> str | None:
     """Ask on the terminal which candidate wins; 's' skips."""
     doc = Doc()
     doc.heading(f"{collision.canonical_id}  {collision.ref}")
-    doc.table(
-        ["#", "row", "project row", "side", "status", "updated_at", "value"],
-        [
-            [
-                i + 1,
-                x.id,
-                x.project_name,
-                "canonical" if x.is_canonical else "shadow",
-                x.status,
-                x.updated_at,
-                x.value,
-            ]
-            for i, x in enumerate(collision.candidates)
-        ],
-    )
+    views.collision_table(doc, collision, numbered=True)
     emit(doc, "text", None, out=sys.stderr)
     choices = [str(i + 1) for i in range(len(collision.candidates))] + ["s"]
     answer = click.prompt(
@@ -279,22 +249,15 @@ def prompt_choice(collision: Collision) -> str | None:
     help="Where to write the resolutions file.",
 )
 def resolve(
-    db: Path | None,
-    registry: Path | None,
-    report_dir: Path | None,
-    columns: tuple[str, ...],
-    config: Path | None,
-    quiet: bool,
-    verbose: bool,
-    debug: bool,
+    common: Common,
     fmt: str,
     keep: str | None,
     picks: tuple[str, ...],
     out: Path | None,
 ) -> None:
     """Decide which row wins each project_state collision; write a resolutions file."""
-    inputs = build_inputs(db, registry, report_dir, columns, config)
-    phases = Phases(quiet, verbose)
+    inputs = build_inputs(common)
+    phases = Phases(common.quiet, common.verbose)
     chooser = prompt_choice if (keep is None and is_terminal() and fmt != "json") else None
     outcome = commands.run_resolve(inputs, keep, picks, chooser, out, phases)
     emit(views.resolve_doc(outcome), fmt, outcome.payload)
@@ -338,14 +301,7 @@ def confirm_on_terminal(plan: Plan) -> bool:
     help="How long to wait for a live writer's lock.",
 )
 def apply(
-    db: Path | None,
-    registry: Path | None,
-    report_dir: Path | None,
-    columns: tuple[str, ...],
-    config: Path | None,
-    quiet: bool,
-    verbose: bool,
-    debug: bool,
+    common: Common,
     fmt: str,
     plan_file: Path | None,
     resolutions: Path | None,
@@ -355,7 +311,7 @@ def apply(
     busy_timeout: float,
 ) -> None:
     """Migrate in one transaction, with a backup and postcondition checks."""
-    inputs = build_inputs(db, registry, report_dir, columns, config)
+    inputs = build_inputs(common)
     if yes:
         confirm = None
     elif is_terminal():
@@ -370,7 +326,7 @@ def apply(
         busy_timeout=busy_timeout,
         confirm=confirm,
     )
-    phases = Phases(quiet, verbose)
+    phases = Phases(common.quiet, common.verbose)
     if confirm is None:
         with phases.running():
             outcome = commands.run_apply_command(inputs, request, phases)
@@ -403,21 +359,14 @@ def apply(
     help="Check conservation: every backup row is in the database or the archive.",
 )
 def verify(
-    db: Path | None,
-    registry: Path | None,
-    report_dir: Path | None,
-    columns: tuple[str, ...],
-    config: Path | None,
-    quiet: bool,
-    verbose: bool,
-    debug: bool,
+    common: Common,
     fmt: str,
     apply_report: Path | None,
     backup: Path | None,
 ) -> None:
     """Check the postconditions; exit 0 when all pass, 1 when any fails."""
-    inputs = build_inputs(db, registry, report_dir, columns, config)
-    phases = Phases(quiet, verbose)
+    inputs = build_inputs(common)
+    phases = Phases(common.quiet, common.verbose)
     with phases.running():
         outcome = commands.run_verify_command(inputs, apply_report, backup, phases)
     emit(views.verify_doc(outcome), fmt, outcome.payload)

@@ -6,18 +6,18 @@ Also the one place that resolves paths from options and the environment
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from click.shell_completion import CompletionItem
 
 from atocore_identity.errors import BadInput
 from atocore_identity.render import FORMATS
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 a check failed (verify); 2 bad input or usage; "
@@ -209,19 +209,40 @@ verbose_option = click.option("-v", "--verbose", is_flag=True, help="Say each ph
 debug_option = click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 
 
-def common_options(f: F) -> F:
-    """The options every subcommand accepts (SPEC §5)."""
-    for option in reversed(
-        (
-            db_option,
-            registry_option,
-            report_dir_option,
-            column_option,
-            config_option,
-            quiet_option,
-            verbose_option,
-            debug_option,
-        )
-    ):
-        f = option(f)
-    return f
+@dataclass(frozen=True)
+class Common:
+    """The values of the options every subcommand shares."""
+
+    db: Path | None
+    registry: Path | None
+    report_dir: Path | None
+    columns: tuple[str, ...]
+    config: Path | None
+    quiet: bool
+    verbose: bool
+    debug: bool
+
+
+COMMON = (
+    ("db", db_option),
+    ("registry", registry_option),
+    ("report_dir", report_dir_option),
+    ("columns", column_option),
+    ("config", config_option),
+    ("quiet", quiet_option),
+    ("verbose", verbose_option),
+    ("debug", debug_option),
+)
+
+
+def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Stack the shared options (SPEC §5) and hand them to ``f`` as one ``Common``."""
+
+    @functools.wraps(f)
+    def wrapper(**kwargs: Any) -> Any:
+        common = Common(**{name: kwargs.pop(name) for name, _ in COMMON})
+        return f(common, **kwargs)
+
+    for _, option in reversed(COMMON):
+        wrapper = option(wrapper)
+    return wrapper

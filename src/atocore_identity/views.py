@@ -132,8 +132,10 @@ def inspect_doc(o: InspectOutcome) -> Doc:
     return doc
 
 
-def _collision_rows(c: Collision) -> list[list[Any]]:
-    return [
+def collision_table(doc: Doc, c: Collision, numbered: bool = False) -> None:
+    """The candidates of one collision, side by side (plan, resolve, prompts)."""
+    headers = ["row", "project row", "side", "status", "updated_at", "value", ""]
+    rows: list[list[Any]] = [
         [
             x.id,
             x.project_name,
@@ -145,6 +147,10 @@ def _collision_rows(c: Collision) -> list[list[Any]]:
         ]
         for x in c.candidates
     ]
+    if numbered:
+        headers = ["#", *headers]
+        rows = [[i + 1, *r] for i, r in enumerate(rows)]
+    doc.table(headers, rows)
 
 
 def plan_summary(doc: Doc, plan: Plan) -> None:
@@ -191,10 +197,7 @@ def plan_doc(o: PlanOutcome) -> Doc:
         doc.heading(f"Collisions ({len(plan.unresolved)} unresolved)")
         for c in plan.collisions:
             doc.text(f"{c.canonical_id}  {c.ref}")
-            doc.table(
-                ["row", "project row", "side", "status", "updated_at", "value", ""],
-                _collision_rows(c),
-            )
+            collision_table(doc, c)
     preview = o.payload.get("state_rows", [])
     total = o.payload.get("state_rows_total", 0)
     if preview:
@@ -255,9 +258,7 @@ def resolve_doc(o: ResolveOutcome) -> Doc:
         doc.good(f"{d['project']} {d['category']}/{d['key']}: keep {d['winner_id']} ({d['rule']})")
     for c in o.undecided:
         doc.bad(f"{c.canonical_id} {c.ref}: undecided; apply will refuse until it is decided")
-        doc.table(
-            ["row", "project row", "side", "status", "updated_at", "value", ""], _collision_rows(c)
-        )
+        collision_table(doc, c)
     doc.text(f"resolutions: {o.report}")
     return doc
 
