@@ -158,3 +158,47 @@ def make_env(tmp_path: Path):  # type: ignore[no-untyped-def]
         return Env(tmp_path, db, reg, tmp_path / "reports")
 
     return make
+
+
+def legacy_tables() -> dict[str, Any]:
+    """make_env(**legacy_tables()): shadows, a renamed shadow, every state outcome,
+    duplicate and variant memories, interactions and unregistered names; no collision.
+
+    After apply: projects 7 -> 4 (ps05, ps05b, ps06b deleted; ps06 renamed to
+    p06-polisher); state 11 -> 7 (s2, s4, s6, s8 archived; s3, s7, s9, s10 moved);
+    memories m1, m3, m4, m7 rekeyed and m2 superseded; interactions i1, i2 rekeyed.
+    """
+    return {
+        "projects": [
+            ("pc05", "p05-interferometer"),
+            ("ps05", "p05"),
+            ("ps05b", "interferometer"),
+            ("ps06", "p06"),
+            ("ps06b", "polisher"),
+            ("pc04", "p04-gigabit"),
+            ("pu", "unregistered-x"),
+        ],
+        "state": [
+            ("s1", "pc05", "cfg", "a", "x", "active", "2025-01-01"),
+            ("s2", "ps05", "cfg", "a", "x", "active", "2025-02-01"),
+            ("s3", "ps05", "cfg", "b", "only", "active", "2025-01-01"),
+            ("s4", "ps05b", "cfg", "c", "old", "superseded", "2024-01-01"),
+            ("s5", "pc05", "cfg", "c", "new", "active", "2025-01-01"),
+            ("s6", "pc05", "cfg", "d", "v", "superseded", "2025-06-01"),
+            ("s7", "ps05", "cfg", "d", "v", "active", "2025-01-01"),
+            ("s8", "ps06", "cfg", "e", "e1", "active", "2025-01-01"),
+            ("s9", "ps06b", "cfg", "e", "e1", "active", "2025-03-01"),
+            ("s10", "ps06b", "cfg", "f", "f", "active", "2025-01-01"),
+            ("su", "pu", "cfg", "a", "z", "active", "2025-01-01"),
+        ],
+        "memories": [
+            ("m1", "fact", "alpha", "p05", "active", "2025-01-02"),
+            ("m2", "fact", "alpha", "p05-interferometer", "active", "2025-01-01"),
+            ("m3", "fact", "beta", "interferometer", "candidate", "2025-01-01"),
+            ("m4", "fact", "gamma", "P05-Interferometer", "active", "2025-01-01"),
+            ("m5", "fact", "delta", "p04-gigabit", "active", "2025-01-01"),
+            ("m6", "fact", "eps", "unregistered-x", "active", "2025-01-01"),
+            ("m7", "fact", "zeta", "Étalon", "active", "2025-01-01"),
+        ],
+        "interactions": [("i1", "p05"), ("i2", "polisher"), ("i3", "p04-gigabit"), ("i4", "other")],
+    }

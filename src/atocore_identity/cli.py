@@ -407,8 +407,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Error: aborted; nothing was changed", err=True)
         sys.exit(EXIT_REFUSED)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_BAD_INPUT if exc.exit_code not in (0, 1) else exc.exit_code)
+        # One line, like every other error; --help still shows the full usage.
+        line = f"Error: {exc.format_message()}"
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            line += f"; see '{exc.ctx.command_path} --help'"
+        click.echo(line, err=True)
+        sys.exit(EXIT_BAD_INPUT)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

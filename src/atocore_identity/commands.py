@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from atocore_identity.applier import ApplyOptions, ApplyResult, RolledBack, run_apply
-from atocore_identity.database import open_database, traced
+from atocore_identity.database import describe_sqlite_error, read_only, traced
 from atocore_identity.errors import BadInput, Refused
 from atocore_identity.planner import (
     Collision,
@@ -68,16 +68,12 @@ class Session:
 def read_session(inputs: Inputs) -> Iterator[Session]:
     """Registry first (cheap to check), then the database, read-only."""
     registry = load_registry(inputs.registry)
-    conn = open_database(inputs.db, readonly=True)
-    try:
-        targets, missing = resolve_targets(conn, list(inputs.columns))
-        yield Session(conn, registry, targets, missing)
-    except sqlite3.Error as exc:
-        from atocore_identity.database import describe_sqlite_error
-
-        raise describe_sqlite_error(inputs.db, exc) from None
-    finally:
-        conn.close()
+    with read_only(inputs.db) as conn:
+        try:
+            targets, missing = resolve_targets(conn, list(inputs.columns))
+            yield Session(conn, registry, targets, missing)
+        except sqlite3.Error as exc:
+            raise describe_sqlite_error(inputs.db, exc) from None
 
 
 def _envelope(

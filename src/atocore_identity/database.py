@@ -120,6 +120,46 @@ def open_database(path: Path, *, readonly: bool, busy_timeout: float = 5.0) -> s
     return conn
 
 
+def _is_wal(path: Path) -> bool:
+    # Header bytes 18 and 19 are the read and write format versions: 2 means WAL.
+    with path.open("rb") as handle:
+        header = handle.read(20)
+    return len(header) == 20 and header[18] == 2
+
+
+@contextmanager
+def read_only(path: Path, busy_timeout: float = 5.0) -> Iterator[sqlite3.Connection]:
+    """A read-only connection that leaves the database's directory as it found it.
+
+    SQLite gives any reader of a WAL database its -wal and -shm side files and
+    a read-only connection cannot remove them. When they did not exist before,
+    a brief read-write connection lets SQLite itself remove them on close: it
+    does so only when no other process has the database open, and it writes
+    nothing to an empty WAL, so the database's bytes and mtime stay unchanged.
+    """
+    _check_file(path)
+    side = [Path(str(path) + suffix) for suffix in ("-wal", "-shm")]
+    tidy = _is_wal(path) and not any(p.exists() for p in side)
+    conn = open_database(path, readonly=True, busy_timeout=busy_timeout)
+    try:
+        yield conn
+    finally:
+        conn.close()
+        if tidy and any(p.exists() for p in side):
+            _tidy_wal(path)
+
+
+def _tidy_wal(path: Path) -> None:
+    try:
+        conn = sqlite3.connect(_uri(path, "rw"), uri=True, timeout=0)
+        try:
+            conn.execute("SELECT COUNT(*) FROM main.sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass  # read-only file or directory, or another process has it open
+
+
 def table_exists(conn: sqlite3.Connection, table: str) -> bool:
     row = conn.execute(
         "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (table,)

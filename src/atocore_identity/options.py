@@ -129,25 +129,23 @@ def complete_columns(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
     """TABLE.COLUMN for every text column of the database."""
-    from atocore_identity.database import open_database, text_columns
+    from atocore_identity.database import read_only, text_columns
     from atocore_identity.errors import IdentityError
 
     found = _inputs_from(ctx)
     if found is None:
         return []
     try:
-        conn = open_database(found[0], readonly=True)
+        with read_only(found[0]) as conn:
+            return [CompletionItem(c) for c in text_columns(conn) if c.startswith(incomplete)]
     except IdentityError:
         return []
-    try:
-        return [CompletionItem(c) for c in text_columns(conn) if c.startswith(incomplete)]
-    finally:
-        conn.close()
 
 
 # -- the options ---------------------------------------------------------------
 
-PathType = click.Path(path_type=Path, dir_okay=False)
+# Existence and kind are checked by the core, which says what is wrong in one line.
+PathType = click.Path(path_type=Path)
 
 db_option = click.option(
     "--db",

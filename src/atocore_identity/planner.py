@@ -605,6 +605,8 @@ def build_plan(
     prepare += memory
 
     counts = _counts(conn, log, surv, groups)
+    counts["collisions"] = len(collisions)
+    counts["collisions_unresolved"] = sum(1 for c in collisions if c.resolved_winner is None)
     progress("fingerprinting")
     fingerprint = _fingerprint(conn, log, registry, surv, groups, decisions)
     return Plan(
@@ -675,7 +677,6 @@ def _counts(
     counts = dict.fromkeys(CHANGE_COUNTS, 0)
     counts["shadow_rows_deleted"] = sum(len(g.deleted_shadows) for g in groups)
     counts["shadow_rows_renamed"] = sum(1 for g in groups if g.renamed_shadow is not None)
-    counts["collisions"] = 0
     for outcome, n in _run(
         conn, log, "SELECT outcome, COUNT(*) FROM temp.ident_state GROUP BY outcome"
     ):
