@@ -282,8 +282,9 @@ def run_plan(
     from atocore_identity.applier import write_companion
 
     decisions = load_resolutions(resolutions)
-    report_dir = out.parent if out is not None else ensure_report_dir(inputs.report_dir)
     with read_session(inputs) as s:
+        # inputs first: a bad registry or database is exit 2 whatever the report dir
+        report_dir = out.parent if out is not None else ensure_report_dir(inputs.report_dir)
         plan = build_plan(s.conn, s.registry, s.targets, s.missing, decisions, progress)
         preview = [_flat(r) for r in islice(iter_state_rows(s.conn), PREVIEW_ROWS)]
         progress("writing the plan report")
@@ -344,9 +345,9 @@ def run_resolve(
     progress: Progress,
 ) -> ResolveOutcome:
     parsed = [parse_pick(p) for p in picks]
-    if out is None:
-        ensure_report_dir(inputs.report_dir)
     with read_session(inputs) as s:
+        if out is None:
+            ensure_report_dir(inputs.report_dir)
         plan = build_plan(s.conn, s.registry, s.targets, s.missing, (), progress)
     collisions = plan.collisions
     chosen: dict[int, tuple[str, str]] = {}  # collision index -> (winner id, rule)
@@ -525,9 +526,9 @@ class VerifyOutcome:
 def run_verify_command(
     inputs: Inputs, apply_report: Path | None, backup: Path | None, progress: Progress
 ) -> VerifyOutcome:
-    ensure_report_dir(inputs.report_dir)
     progress("verifying")
     with read_session(inputs) as s:
+        ensure_report_dir(inputs.report_dir)
         result = run_verify(
             s.conn, s.registry, s.targets, s.missing, apply_report, backup, inputs.report_dir
         )
