@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from atocore_identity.database import backup_to, describe_sqlite_error, open_database, quote_ident
-from atocore_identity.errors import IdentityError, Refused
+from atocore_identity.errors import DatabaseLocked, IdentityError, Refused
 from atocore_identity.planner import (
     Decision,
     Plan,
@@ -182,7 +182,10 @@ def run_apply(
     timings: dict[str, float] = {}
     ensure_report_dir(options.report_dir)
 
-    conn = open_database(db, readonly=False, busy_timeout=options.busy_timeout)
+    try:
+        conn = open_database(db, readonly=False, busy_timeout=options.busy_timeout)
+    except DatabaseLocked as exc:
+        raise _busy(db, options, exc.message) from None
     try:
         conn.execute("PRAGMA foreign_keys = ON")
         targets, missing = resolve_targets(conn, options.columns)
@@ -201,11 +204,7 @@ def run_apply(
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise Refused(
-                f"database {db} is busy: another process held the write lock for more than"
-                f" {options.busy_timeout:g}s ({exc})",
-                "stop AtoCore's writers or raise --busy-timeout, then run apply again",
-            ) from None
+            raise _busy(db, options, str(exc)) from None
         timings["lock_wait"] = time.perf_counter() - started
         try:
             return _migrate(conn, db, registry, options, targets, missing, timings, say)
@@ -214,9 +213,21 @@ def run_apply(
                 conn.execute("ROLLBACK")
             raise
     except sqlite3.Error as exc:
-        raise describe_sqlite_error(db, exc) from None
+        error = describe_sqlite_error(db, exc)
+        if isinstance(error, DatabaseLocked):
+            raise _busy(db, options, str(exc)) from None
+        raise error from None
     finally:
         conn.close()
+
+
+def _busy(db: Path, options: ApplyOptions, detail: str) -> Refused:
+    """A lock held past --busy-timeout, at any point of apply, is a refusal."""
+    return Refused(
+        f"database {db} is busy: another process held its lock for more than"
+        f" {options.busy_timeout:g}s ({detail})",
+        "stop AtoCore's writers or raise --busy-timeout, then run apply again",
+    )
 
 
 def _refuse_if_blocked(plan: Plan, options: ApplyOptions) -> None:

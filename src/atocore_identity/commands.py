@@ -282,6 +282,11 @@ def run_plan(
     from atocore_identity.applier import write_companion
 
     decisions = load_resolutions(resolutions)
+    if out is not None and (out.exists() or out.is_symlink()):
+        raise Refused(
+            f"{out} already exists; refusing to overwrite it",
+            "move the old plan away or choose another --out path",
+        )
     with read_session(inputs) as s:
         # inputs first: a bad registry or database is exit 2 whatever the report dir
         report_dir = out.parent if out is not None else ensure_report_dir(inputs.report_dir)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from atocore_identity.errors import DatabaseError, Refused
+from atocore_identity.errors import DatabaseError, DatabaseLocked, Refused
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -66,7 +66,7 @@ def describe_sqlite_error(path: Path, exc: sqlite3.Error) -> DatabaseError:
     """Turn an sqlite3 error into a one-line DatabaseError for a person."""
     text = str(exc)
     if "locked" in text or "busy" in text:
-        return DatabaseError(
+        return DatabaseLocked(
             f"database {path} is locked by another process ({text})",
             "wait for the writer to finish or raise --busy-timeout",
         )

@@ -49,6 +49,14 @@ class DatabaseError(BadInput):
     """The database is missing, not SQLite, locked, corrupt or lacks `projects`."""
 
 
+class DatabaseLocked(DatabaseError):
+    """Another process holds a lock for longer than we were willing to wait.
+
+    Exit 2 for the read commands (the input is unusable right now); apply
+    turns it into a refusal (exit 3), the same as a busy write lock.
+    """
+
+
 class Refused(IdentityError):
     """A safety rail refused; nothing in the database changed."""
 

@@ -18,6 +18,7 @@ from click.shell_completion import CompletionItem
 
 from atocore_identity.errors import BadInput
 from atocore_identity.render import FORMATS
+from atocore_identity.targets import OWNED
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 a check failed (verify); 2 bad input or usage; "
@@ -137,9 +138,11 @@ def complete_columns(
         return []
     try:
         with read_only(found[0]) as conn:
-            return [CompletionItem(c) for c in text_columns(conn) if c.startswith(incomplete)]
+            columns = text_columns(conn)
     except IdentityError:
         return []
+    owned = {f"{t}.{c}" for t, c in OWNED}
+    return [CompletionItem(c) for c in columns if c.startswith(incomplete) and c not in owned]
 
 
 # -- the options ---------------------------------------------------------------

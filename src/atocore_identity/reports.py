@@ -67,7 +67,10 @@ def _publish(tmp: Path, final: Path) -> None:
         os.link(tmp, final)
     except FileExistsError:
         tmp.unlink()
-        raise Refused(f"{final} already exists; refusing to overwrite it") from None
+        raise Refused(
+            f"{final} already exists; refusing to overwrite it",
+            "move the old file away or choose another --out path",
+        ) from None
     tmp.unlink()
     dir_fd = os.open(final.parent, os.O_RDONLY)
     try:

@@ -121,7 +121,17 @@ def run_verify(
         result.apply_report = report_path
         report = load_report(report_path, "apply")
         companion = _companion_of(report_path, report)
-        if report.get("status") == "applied" and companion is not None:
+        status = report.get("status")
+        add(
+            Check(
+                "the apply report records a finished apply",
+                status in ("applied", "empty"),
+                f"status {status!r}",
+            )
+        )
+        if status == "applied":
+            _check_groups(add, surv, report)
+        if status == "applied" and companion is not None:
             if not companion.exists():
                 raise BadInput(f"the companion {companion} of {report_path} is missing")
             records = list(_records(companion, kinds=("project", "state", "supersede")))
@@ -129,6 +139,23 @@ def run_verify(
     if backup is not None:
         _check_backup(conn, add, backup, records, targets)
     return result
+
+
+def _check_groups(add: Any, surv: Any, report: dict[str, Any]) -> None:
+    """Every project the apply migrated has exactly one canonical row."""
+    have = surv.groups()
+    wrong = [
+        g["canonical_id"]
+        for g in report.get("groups", [])
+        if g["canonical_id"] not in have or len(have[g["canonical_id"]].canonical_rows) != 1
+    ]
+    add(
+        Check(
+            "one canonical row for every migrated project",
+            not wrong,
+            ", ".join(wrong) or f"{len(report.get('groups', []))} projects",
+        )
+    )
 
 
 def _records(path: Path, kinds: Iterable[str]) -> Iterable[dict[str, Any]]:

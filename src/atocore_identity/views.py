@@ -68,7 +68,7 @@ def _names_table(doc: Doc, surv: Survey) -> None:
         s = per[(canonical, raw)]
         rows.append(
             [
-                raw,
+                repr(raw),
                 s["kind"],
                 canonical,
                 s["shadow"],
