@@ -61,6 +61,12 @@ class ApplyResult:
     error: str | None = None
 
 
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLITE_FULL and friends end it themselves."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 def write_companion(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path:
     """Stream the plan's row-level detail (the archive, the moves) to a companion."""
     comp = Companion(path)
@@ -209,8 +215,7 @@ def run_apply(
         try:
             return _migrate(conn, db, registry, options, targets, missing, timings, say)
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            rollback(conn)
             raise
     except sqlite3.Error as exc:
         error = describe_sqlite_error(db, exc)
@@ -276,7 +281,7 @@ def _migrate(
 
     before = row_counts(conn, plan)
     if plan.is_empty:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         return ApplyResult(plan, "empty", before, before, None, 0, None, timings, [])
 
     backup_path: Path | None = None
@@ -291,7 +296,13 @@ def _migrate(
     say("recording the archive")
     t0 = time.perf_counter()
     companion_path, _ = unique_path(options.report_dir, "apply", ".rows.jsonl.gz")
-    companion = write_companion(conn, plan, companion_path)
+    try:
+        companion = write_companion(conn, plan, companion_path)
+    except OSError as exc:
+        raise Refused(
+            f"cannot write the archive {companion_path}: {exc.strerror}; nothing was changed",
+            "free space in --report-dir (the archive must exist before any row is deleted)",
+        ) from None
     timings["archive"] = time.perf_counter() - t0
 
     say("migrating")
@@ -300,7 +311,7 @@ def _migrate(
         for sql in write_statements(plan):
             conn.execute(sql)
     except sqlite3.Error as exc:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         raise Refused(
             f"apply failed and was rolled back, nothing changed: {exc}",
             "see the companion file and docs/runbook.md; free disk space if it is full",
@@ -314,7 +325,7 @@ def _migrate(
     timings["check"] = time.perf_counter() - t0
     failed = [c for c in checks if not c["ok"]]
     if failed:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         result = ApplyResult(
             plan,
             "rolled-back",

@@ -332,6 +332,8 @@ def apply(
             outcome = commands.run_apply_command(inputs, request, phases)
     else:
         outcome = commands.run_apply_command(inputs, request, phases)
+    if outcome.warning:
+        click.echo(f"Warning: {outcome.warning}", err=True)
     emit(views.apply_doc(outcome), fmt, outcome.payload)
 
 

@@ -417,6 +417,7 @@ class ApplyOutcome:
     result: ApplyResult | None
     payload: dict[str, Any]
     report: Path | None
+    warning: str | None = None
 
 
 @dataclass
@@ -487,7 +488,18 @@ def run_apply_command(inputs: Inputs, request: ApplyRequest, progress: Progress)
         _record_refusal(inputs, registry, request, exc)
         raise
     payload = apply_payload(inputs, registry, result, request)
-    report = _publish(inputs, "apply", payload, None)
+    try:
+        report = _publish(inputs, "apply", payload, None)
+    except Refused as exc:
+        # The migration is committed and its archive was written before any
+        # row was deleted; only the summary is missing. Say so, do not fail.
+        where = result.companion or "no archive"
+        return ApplyOutcome(
+            result,
+            payload,
+            None,
+            f"apply COMMITTED, but its report could not be written ({exc}); the archive is {where}",
+        )
     return ApplyOutcome(result, payload, report)
 
 

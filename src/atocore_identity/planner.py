@@ -371,7 +371,7 @@ def setup_statements(
 # own, then the newest updated_at, then the lowest id. Values compare exactly
 # (COLLATE BINARY), whatever collation the column declares.
 STATE_DECISIONS = """CREATE TEMP TABLE ident_state AS
-WITH g AS (
+WITH g AS MATERIALIZED (
   SELECT ps."id" AS id, ps."project_id" AS project_id, ps."category" AS category,
          ps."key" AS key, ps."value" AS value, ps."status" AS status,
          ps."updated_at" AS updated_at, grp.canonical_id AS canonical_id,
@@ -385,10 +385,10 @@ touched AS (
 ),
 ranked AS (
   SELECT g.*, res.winner_id AS resolved_id,
-    COUNT(*) OVER k AS n_rows,
-    SUM(g.status = 'active') OVER k AS n_active,
-    MIN(CASE WHEN g.status = 'active' THEN g.value END) OVER k AS min_active,
-    MAX(CASE WHEN g.status = 'active' THEN g.value END) OVER k AS max_active,
+    COUNT(*) OVER o AS n_rows,
+    SUM(g.status = 'active') OVER o AS n_active,
+    MIN(CASE WHEN g.status = 'active' THEN g.value END) OVER o AS min_active,
+    MAX(CASE WHEN g.status = 'active' THEN g.value END) OVER o AS max_active,
     ROW_NUMBER() OVER o AS rnk,
     FIRST_VALUE(g.id) OVER o AS winner_id,
     FIRST_VALUE(g.value) OVER o AS winner_value
@@ -397,11 +397,11 @@ ranked AS (
     ON t.canonical_id = g.canonical_id AND t.category = g.category AND t.key = g.key
   LEFT JOIN temp.ident_resolutions AS res
     ON res.canonical_id = g.canonical_id AND res.category = g.category AND res.key = g.key
-  WINDOW k AS (PARTITION BY g.canonical_id, g.category, g.key),
-         o AS (PARTITION BY g.canonical_id, g.category, g.key
+  WINDOW o AS (PARTITION BY g.canonical_id, g.category, g.key
                ORDER BY COALESCE(g.id = res.winner_id, 0) DESC, (g.status = 'active') DESC,
                         g.is_canonical DESC, g.updated_at DESC, g.id ASC
                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+  -- one window, one sort: the aggregates see the whole partition through the frame
 )
 SELECT id, project_id, category, key, status, updated_at, canonical_id, is_canonical,
        target_row_id, n_rows, n_active, rnk, winner_id, resolved_id,
@@ -443,12 +443,11 @@ WITH cand AS (
 ),
 ranked AS (
   SELECT id, canonical, rekeyed, updated_at,
-    COUNT(*) OVER p AS n,
+    COUNT(*) OVER o AS n,
     ROW_NUMBER() OVER o AS rnk,
     FIRST_VALUE(id) OVER o AS keeper_id
   FROM cand
-  WINDOW p AS (PARTITION BY canonical, memory_type, content),
-         o AS (PARTITION BY canonical, memory_type, content
+  WINDOW o AS (PARTITION BY canonical, memory_type, content
                ORDER BY updated_at DESC, rekeyed ASC, id ASC
                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 )
@@ -590,6 +589,9 @@ def build_plan(
     prepare.append("DROP TABLE IF EXISTS temp.ident_state")
     if surv.has_state and groups:
         prepare.append(STATE_DECISIONS)
+        # apply's UPDATE looks each moved row up by id: without this index it
+        # scans the table once per row (quadratic).
+        prepare.append("CREATE UNIQUE INDEX temp.ident_state_id ON ident_state (id)")
     else:
         prepare.append(EMPTY_STATE)
     for sql in prepare:

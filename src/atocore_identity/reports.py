@@ -91,14 +91,24 @@ def unique_path(directory: Path, kind: str, suffix: str = ".json") -> tuple[Path
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically with owner-only permissions."""
     directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp, fd = _private_temp(directory, ".json")
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp, fd = _private_temp(directory, ".json")
+    except OSError as exc:
+        raise Refused(
+            f"cannot write report {path}: {exc.strerror}", "pass a writable --report-dir or --out"
+        ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise Refused(
+            f"cannot write report {path}: {exc.strerror}", "free space in the report directory"
+        ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
