@@ -123,14 +123,25 @@ class Companion:
         self.final = final
         self.tmp, fd = _private_temp(final.parent, ".jsonl.gz")
         self._raw = os.fdopen(fd, "wb")
-        self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=3)
+        self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1)
+        self._pending: list[str] = []
         self.records = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        self._gz.write((json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
+        # Lines are buffered and compressed in batches: one gzip call per
+        # record costs more than encoding the record.
+        self._pending.append(json.dumps(record, ensure_ascii=False, default=str))
         self.records += 1
+        if len(self._pending) >= 1000:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._gz.write(("\n".join(self._pending) + "\n").encode("utf-8", "surrogatepass"))
+            self._pending = []
 
     def close(self) -> Path:
+        self._flush()
         self._gz.close()
         self._raw.flush()
         os.fsync(self._raw.fileno())
