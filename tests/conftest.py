@@ -202,3 +202,22 @@ def legacy_tables() -> dict[str, Any]:
         ],
         "interactions": [("i1", "p05"), ("i2", "polisher"), ("i3", "p04-gigabit"), ("i4", "other")],
     }
+
+
+import os  # noqa: E402  (appended: the reliability recorder below)
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """record(fault, outcome): one row of docs/reliability.md, appended as a JSON
+    line to $RELIABILITY_OUT when it is set (tools/gen_reliability.py sets it)."""
+    out = os.environ.get("RELIABILITY_OUT")
+
+    def record(fault: str, outcome: str) -> None:
+        if out:
+            line = {"file": request.node.path.name, "test": request.node.name, "fault": fault}
+            line["outcome"] = outcome
+            with open(out, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+    return record
