@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atocore_identity.database import backup_to, describe_sqlite_error, open_database, quote_ident
-from atocore_identity.errors import DatabaseLocked, IdentityError, Refused
+from atocore_identity.database import (
+    backup_to,
+    describe_sqlite_error,
+    open_database,
+    quick_check,
+    quote_ident,
+)
+from atocore_identity.errors import DatabaseError, DatabaseLocked, IdentityError, Refused
 from atocore_identity.planner import (
     Decision,
     Plan,
@@ -45,6 +51,9 @@ class ApplyOptions:
     confirmed_fingerprint: str | None = None  # what the operator said yes to
     allow_empty: bool = False
     backup: bool = True
+    # Called with the finished result just before COMMIT, so the apply report
+    # exists even if the process dies between COMMIT and the last word.
+    before_commit: Callable[[ApplyResult], None] | None = None
 
 
 @dataclass
@@ -284,6 +293,11 @@ def _migrate(
         rollback(conn)
         return ApplyResult(plan, "empty", before, before, None, 0, None, timings, [])
 
+    say("checking the file (PRAGMA quick_check)")
+    t0 = time.perf_counter()
+    quick_check(conn, db)
+    timings["quick_check"] = time.perf_counter() - t0
+
     backup_path: Path | None = None
     backup_bytes = 0
     if options.backup:
@@ -312,10 +326,15 @@ def _migrate(
             conn.execute(sql)
     except sqlite3.Error as exc:
         rollback(conn)
-        raise Refused(
-            f"apply failed and was rolled back, nothing changed: {exc}",
-            "see the companion file and docs/runbook.md; free disk space if it is full",
-        ) from None
+        error = describe_sqlite_error(db, exc)
+        if "corrupt" in error.message:
+            raise DatabaseError(
+                f"{error.message}; apply rolled back, nothing changed", error.hint
+            ) from None
+        hint = "see docs/runbook.md"
+        if "full" in str(exc):
+            hint = "free disk space beside the database (its journal needs room), then run again"
+        raise Refused(f"apply failed and was rolled back, nothing changed: {exc}", hint) from None
     timings["write"] = time.perf_counter() - t0
 
     say("checking postconditions")
@@ -339,12 +358,16 @@ def _migrate(
             error="postcondition failed: " + failed[0]["check"],
         )
         raise _RolledBack(result)
+    result = ApplyResult(
+        plan, "committing", before, after, backup_path, backup_bytes, companion, timings, checks
+    )
+    if options.before_commit is not None:
+        options.before_commit(result)
     t0 = time.perf_counter()
     conn.execute("COMMIT")
     timings["commit"] = time.perf_counter() - t0
-    return ApplyResult(
-        plan, "applied", before, after, backup_path, backup_bytes, companion, timings, checks
-    )
+    result.status = "applied"
+    return result
 
 
 class _RolledBack(Refused):

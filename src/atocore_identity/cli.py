@@ -392,6 +392,11 @@ def demo(directory: Path, force: bool) -> None:
 # -- the one place errors become exit codes -----------------------------------
 
 
+def one_line(text: str) -> str:
+    """Names from the data may hold newlines; an error stays one line whatever it quotes."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or bool(os.environ.get("ATOCORE_IDENTITY_DEBUG"))
@@ -403,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
         line = f"Error: {exc.message}"
         if exc.hint:
             line += f"; {exc.hint}"
-        click.echo(line, err=True)
+        click.echo(one_line(line), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Error: aborted; nothing was changed", err=True)

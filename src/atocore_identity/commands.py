@@ -7,6 +7,7 @@ verifier, writes the report of its kind, and returns an outcome that
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ from atocore_identity.reports import (
     ensure_report_dir,
     envelope,
     load_report,
+    replace_json,
     unique_path,
     utc_now,
     write_json_atomic,
@@ -478,6 +480,16 @@ def run_apply_command(inputs: Inputs, request: ApplyRequest, progress: Progress)
         allow_empty=request.allow_empty,
         backup=request.backup,
     )
+    written: list[Path] = []
+
+    def before_commit(pending: ApplyResult) -> None:
+        # The report exists before COMMIT (status "committing"): a process
+        # killed right after COMMIT still leaves verify a report to read. A
+        # report that cannot be written stops the apply before COMMIT.
+        payload = apply_payload(inputs, registry, pending, request)
+        written.append(_publish(inputs, "apply", payload, None))
+
+    options.before_commit = before_commit
     try:
         result = run_apply(inputs.db, registry, options, request.confirm, progress)
     except RolledBack as exc:
@@ -485,22 +497,27 @@ def run_apply_command(inputs: Inputs, request: ApplyRequest, progress: Progress)
         _publish(inputs, "apply", payload, None)
         raise
     except Refused as exc:
-        _record_refusal(inputs, registry, request, exc)
+        # if the report dir itself is the problem, the error already says so
+        with contextlib.suppress(Refused):
+            _record_refusal(inputs, registry, request, exc)
         raise
     payload = apply_payload(inputs, registry, result, request)
+    if not written:  # nothing to commit (--allow-empty)
+        return ApplyOutcome(result, payload, _publish(inputs, "apply", payload, None))
+    payload["report_path"] = str(written[0])
     try:
-        report = _publish(inputs, "apply", payload, None)
-    except Refused as exc:
-        # The migration is committed and its archive was written before any
-        # row was deleted; only the summary is missing. Say so, do not fail.
-        where = result.companion or "no archive"
+        replace_json(written[0], payload)
+    except OSError as exc:
+        # Committed, and the report written before COMMIT names the archive;
+        # only its status still says "committing". Say so, do not fail.
         return ApplyOutcome(
             result,
             payload,
-            None,
-            f"apply COMMITTED, but its report could not be written ({exc}); the archive is {where}",
+            written[0],
+            f"apply COMMITTED, but {written[0]} could not be updated"
+            f" ({exc.strerror}); it still says status 'committing'",
         )
-    return ApplyOutcome(result, payload, report)
+    return ApplyOutcome(result, payload, written[0])
 
 
 def _record_refusal(

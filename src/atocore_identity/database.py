@@ -160,6 +160,16 @@ def _tidy_wal(path: Path) -> None:
         pass  # read-only file or directory, or another process has it open
 
 
+def quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse to migrate a damaged file: PRAGMA quick_check must say ok."""
+    found = [str(r[0]) for r in conn.execute("PRAGMA main.quick_check(5)")]
+    if found != ["ok"]:
+        raise DatabaseError(
+            f"database {path} is corrupt ({'; '.join(found)})",
+            "restore it from a backup; `sqlite3 DB 'PRAGMA integrity_check'` shows more",
+        )
+
+
 def table_exists(conn: sqlite3.Connection, table: str) -> bool:
     row = conn.execute(
         "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (table,)
@@ -253,11 +263,13 @@ def backup_to(db: Path, target: Path) -> int:
         finally:
             source.close()
     except sqlite3.Error as exc:
+        target.unlink(missing_ok=True)
         raise Refused(
-            f"backup to {target} failed: {exc}",
+            f"backup to {target} failed: {exc}; nothing was changed",
             "free space in --report-dir or pass --no-backup if you have your own",
         ) from None
     except OSError as exc:
-        raise Refused(f"backup to {target} failed: {exc.strerror}") from None
+        target.unlink(missing_ok=True)
+        raise Refused(f"backup to {target} failed: {exc.strerror}; nothing was changed") from None
     os.chmod(target, stat.S_IRUSR | stat.S_IWUSR)
     return target.stat().st_size

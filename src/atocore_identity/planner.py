@@ -196,7 +196,7 @@ class Plan:
     def blockers(self) -> list[str]:
         out = list(self.integrity_errors)
         out += [
-            f"unresolved collision {c.canonical_id} {c.ref}: "
+            f"unresolved collision {c.canonical_id!r} {c.ref!r}: "
             + " vs ".join(f"{x.id}={x.value!r}" for x in c.candidates)
             for c in self.unresolved
         ]

@@ -116,6 +116,18 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+def replace_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Atomically rewrite a report this run created moments ago (status updates)."""
+    tmp, fd = _private_temp(path.parent, ".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 class Companion:
     """A gzip JSON-lines file of row-level detail, published atomically on close."""
 

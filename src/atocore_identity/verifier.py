@@ -125,13 +125,15 @@ def run_verify(
         add(
             Check(
                 "the apply report records a finished apply",
-                status in ("applied", "empty"),
+                status in ("applied", "committing", "empty"),
                 f"status {status!r}",
             )
         )
-        if status == "applied":
+        # "committing": written just before COMMIT; the row checks below tell
+        # whether the COMMIT happened.
+        if status in ("applied", "committing"):
             _check_groups(add, surv, report)
-        if status == "applied" and companion is not None:
+        if status in ("applied", "committing") and companion is not None:
             if not companion.exists():
                 raise BadInput(f"the companion {companion} of {report_path} is missing")
             records = list(_records(companion, kinds=("project", "state", "supersede")))
@@ -258,6 +260,10 @@ def _check_report(
     )
 
 
+def _attached(conn: sqlite3.Connection) -> bool:
+    return any(r[1] == "ident_bk" for r in conn.execute("PRAGMA database_list"))
+
+
 def _check_backup(
     conn: sqlite3.Connection,
     add: Any,
@@ -273,9 +279,19 @@ def _check_backup(
             f"ATTACH DATABASE {quote_literal('file:' + quote(str(backup.absolute())) + '?mode=ro')}"
             " AS ident_bk"
         )
-        conn.execute("SELECT COUNT(*) FROM ident_bk.sqlite_master").fetchone()
+        (has_projects,) = conn.execute(
+            "SELECT COUNT(*) FROM ident_bk.sqlite_master WHERE type = 'table' AND name = 'projects'"
+        ).fetchone()
     except sqlite3.Error as exc:
+        if _attached(conn):
+            conn.execute("DETACH DATABASE ident_bk")
         raise BadInput(f"backup {backup} cannot be opened as SQLite ({exc})") from None
+    if not has_projects:
+        conn.execute("DETACH DATABASE ident_bk")
+        raise BadInput(
+            f"backup {backup} is not a backup of an AtoCore database (no projects table)",
+            "pass the backup-*.db file that apply wrote",
+        )
     try:
         accounted: list[tuple[Any, ...]] = []
         archived: dict[str, dict[str, Any]] = {}
