@@ -236,8 +236,13 @@ def survey(
     targets: list[Target],
     missing: list[MissingTarget],
     progress: Progress = _quiet,
+    memory_statuses: bool = True,
 ) -> Survey:
-    """Count what the registry recognises. A handful of GROUP BY statements."""
+    """Count what the registry recognises. A handful of GROUP BY statements.
+
+    ``memory_statuses=False`` skips the per-status memory counts: build_plan
+    takes them from its rekey table instead of reading the rows twice.
+    """
     progress("reading projects")
     project_rows: list[ProjectRow] = []
     unregistered_projects = 0
@@ -278,6 +283,7 @@ def survey(
             names.append(NameCount(target.table, target.column, shown, kind, canonical, int(count)))
         if target.dedupe:
             _require_columns(conn, "memories", MEMORY_REQUIRED)
+        if target.dedupe and memory_statuses:
             moving = [
                 n.raw for n in names if n.table == target.table and n.kind in ("alias", "variant")
             ]
@@ -423,10 +429,8 @@ MEMORY_DECISIONS = [
     "DROP TABLE IF EXISTS temp.ident_mem_rekeyed",
     "DROP TABLE IF EXISTS temp.ident_mem_dups",
     """CREATE TEMP TABLE ident_mem_rekeyed AS
-SELECT m."id" AS id, n.canonical AS canonical, m."memory_type" AS memory_type,
-       m."content" AS content, m."updated_at" AS updated_at
-FROM main."memories" AS m JOIN temp.ident_names AS n ON m."project" = n.raw
-WHERE m."status" = 'active'""",
+SELECT k AS id, canonical, memory_type, content, updated_at
+FROM temp."ident_rekey:memories.project" WHERE status = 'active'""",
     "CREATE INDEX temp.ident_mem_rekeyed_k ON ident_mem_rekeyed (canonical, memory_type, content)",
     """CREATE TEMP TABLE ident_mem_dups AS
 WITH cand AS (
@@ -479,6 +483,32 @@ def apply_script(plan: Plan) -> str:
     lines += [sql + ";" for sql in write_statements(plan)]
     lines.append("COMMIT;")
     return "\n".join(lines) + "\n"
+
+
+def rekey_table(target: Target) -> str:
+    """The TEMP table holding the rows a target's rekey moves (quoted)."""
+    return quote_ident(f"ident_rekey:{target.label}")
+
+
+def rekey_statements(target: Target) -> list[str]:
+    """Read once the rows a target's rekey moves; the plan's later steps (status
+    counts, de-duplication, fingerprint, companion) read this table instead."""
+    col, tab = quote_ident(target.column), quote_ident(target.table)
+    key = "rowid" if target.key == "rowid" else f"t.{quote_ident(target.key)}"
+    extra = (
+        ', t."status" AS status, t."updated_at" AS updated_at,'
+        ' t."memory_type" AS memory_type, t."content" AS content'
+        if target.dedupe
+        else ""
+    )
+    if target.key == "rowid":
+        key = "t.rowid"
+    return [
+        f"DROP TABLE IF EXISTS temp.{rekey_table(target)}",
+        f"CREATE TEMP TABLE {rekey_table(target)} AS SELECT {key} AS k, n.raw AS raw,"
+        f" n.canonical AS canonical{extra} FROM temp.ident_names AS n"
+        f" JOIN main.{tab} AS t ON t.{col} = n.raw",
+    ]
 
 
 def write_statements(plan: Plan) -> list[str]:
@@ -553,7 +583,7 @@ def build_plan(
 ) -> Plan:
     """Decide everything the migration will do. Reads only; writes TEMP tables."""
     log: list[str] = []
-    surv = survey(conn, registry, targets, missing, progress)
+    surv = survey(conn, registry, targets, missing, progress, memory_statuses=False)
     all_groups = surv.groups()
     integrity: list[str] = []
     for g in all_groups.values():
@@ -598,6 +628,19 @@ def build_plan(
         _run(conn, log, sql)
     collisions = _collisions(conn, log)
     stale = _check_decisions(collisions, decisions)
+
+    progress("reading the rows to rekey")
+    for target in targets:
+        statements = rekey_statements(target)
+        for sql in statements:
+            _run(conn, log, sql)
+        prepare += statements
+        if target.dedupe:
+            sql = (
+                f"SELECT raw, status, COUNT(*) FROM temp.{rekey_table(target)} GROUP BY raw, status"
+            )
+            for raw, status, count in _run(conn, log, sql):
+                surv.memories_by_status[(str(raw), str(status))] = int(count)
 
     progress("planning memories")
     dedupe = any(t.dedupe for t in targets)
@@ -754,14 +797,11 @@ def _fingerprint(
 
 
 def _rekey_rows_sql(target: Target) -> str:
-    """The rows of a target that the rekey moves, with their identity and version."""
-    col, tab, key = quote_ident(target.column), quote_ident(target.table), target.key
-    version = ', "status", "updated_at"' if target.dedupe else ""
-    key_sql = "rowid" if key == "rowid" else quote_ident(key)
-    return (
-        f"SELECT {key_sql}, {col}{version} FROM main.{tab}"
-        f" WHERE {col} IN (SELECT raw FROM temp.ident_names) ORDER BY {key_sql}"
-    )
+    """The rows a target's rekey moves, with their identity and version."""
+    version = ", status, updated_at" if target.dedupe else ""
+    # The TEMP table's own order (rowid) is the order the same statement read
+    # the rows in: deterministic for a given database, and free.
+    return f"SELECT k, raw{version} FROM temp.{rekey_table(target)} ORDER BY rowid"
 
 
 def _stream(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
@@ -801,12 +841,7 @@ def iter_state_rows(
 
 def iter_rekeyed(conn: sqlite3.Connection, target: Target) -> Iterator[tuple[str, str, list[Any]]]:
     """(raw, canonical, [row keys]) in chunks, for the rows a target's rekey moves."""
-    col, tab = quote_ident(target.column), quote_ident(target.table)
-    key_sql = "rowid" if target.key == "rowid" else quote_ident(target.key)
-    cur = conn.execute(
-        f"SELECT n.raw, n.canonical, t.{key_sql} FROM main.{tab} AS t"
-        f" JOIN temp.ident_names AS n ON t.{col} = n.raw ORDER BY n.raw"
-    )
+    cur = conn.execute(f"SELECT raw, canonical, k FROM temp.{rekey_table(target)} ORDER BY rowid")
     current: tuple[str, str] | None = None
     ids: list[Any] = []
     for raw, canonical, key in _stream(cur):
