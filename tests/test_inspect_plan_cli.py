@@ -141,14 +141,17 @@ def test_inspect_json_blast_radius(make_env: Any) -> None:
     assert by_row["s1"] == {"active": 2}
     assert by_row["s2"] == {"superseded": 1}
     assert doc["unregistered_project_rows"] == 1
+    # names are reported per folded name; the raw spellings are in "examples"
     names = {(n["table"], n["name"]): n for n in doc["names"]}
     assert names[("memories", "p05")]["kind"] == "alias"
     assert names[("memories", "p05")]["by_status"] == {"active": 1}
-    assert names[("memories", " P05-Interferometer")]["kind"] == "variant"
+    assert names[("memories", "p05-interferometer")]["kind"] == "variant"
+    assert names[("memories", "p05-interferometer")]["examples"] == [" P05-Interferometer"]
     assert names[("memories", "p99")]["kind"] == "unregistered"
     assert names[("memories", "p99")]["rows"] == 1
     assert names[("interactions", "nobody")]["kind"] == "unregistered"
-    assert names[("interactions", "P05")]["rows"] == 1
+    assert names[("interactions", "p05")]["rows"] == 1
+    assert names[("interactions", "p05")]["examples"] == ["P05"]
     counts = doc["counts"]
     assert counts["shadow_project_rows"] == 3
     assert counts["shadow_state_rows"] == 4

@@ -210,8 +210,14 @@ def test_apply_archive_holds_every_archived_state_row_in_full(runbook: dict[str,
         "st-12",
         "st-21",
     }
-    rekeyed = {(r["table"], r["from"]): r["ids"] for r in records if r["record"] == "rekey"}
-    assert rekeyed[("conflicts", "p05")] == ["cf-01"]  # the operator-named column
+    # rekey records list each row's old value beside its key ("from" parallels "ids")
+    rekeyed = {
+        (r["table"], old): (key, r["to"])
+        for r in records
+        if r["record"] == "rekey"
+        for key, old in zip(r["ids"], r["from"], strict=True)
+    }
+    assert rekeyed[("conflicts", "p05")] == ("cf-01", "p05-interferometer")  # operator-named
 
 
 def test_plan_counts_collisions_matches_the_collisions_listed(runbook: dict[str, Any]) -> None:

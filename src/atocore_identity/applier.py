@@ -107,16 +107,16 @@ def write_companion(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path:
             for rec in iter_state_rows(conn):
                 comp.write({"record": "state", **rec})
         for target in plan.survey.targets:
-            for raw, canonical, ids in iter_rekeyed(conn, target):
+            for canonical, ids, olds in iter_rekeyed(conn, target):
                 comp.write(
                     {
                         "record": "rekey",
                         "table": target.table,
                         "column": target.column,
                         "key": target.key,
-                        "from": raw,
                         "to": canonical,
                         "ids": ids,
+                        "from": olds,
                     }
                 )
         for mid, keeper, canonical in iter_superseded(conn):

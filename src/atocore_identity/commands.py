@@ -149,12 +149,14 @@ def survey_payload(surv: Survey) -> dict[str, Any]:
             {
                 "table": n.table,
                 "column": n.column,
-                "name": n.raw,
+                "name": n.name,
                 "kind": n.kind,
                 "canonical_id": n.canonical_id,
                 "rows": n.count,
+                "spellings": n.spellings,
+                "examples": list(n.examples),
                 **(
-                    {"by_status": mem.get(n.raw, {})}
+                    {"by_status": mem.get(n.name, {})}
                     if n.table == "memories" and n.kind in ("alias", "variant")
                     else {}
                 ),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from atocore_identity.database import (
     tables_referencing,
 )
 from atocore_identity.errors import DatabaseError
-from atocore_identity.registry import Registry
+from atocore_identity.registry import Registry, fold
 from atocore_identity.targets import MissingTarget, Target
 
 STATE_REQUIRED = ("id", "project_id", "category", "key", "value", "status", "updated_at")
@@ -59,14 +59,23 @@ class ProjectRow:
 
 @dataclass(frozen=True)
 class NameCount:
-    """One distinct raw value of a project-keyed column and how many rows hold it."""
+    """A folded name in a project-keyed column: how many rows, in how many spellings.
+
+    Names are counted per folded value, not per spelling: legacy data can
+    hold a different casing or spacing of an alias on nearly every row.
+    """
 
     table: str
     column: str
-    raw: str
+    name: str  # the folded name (repr of the value if it is not text)
     kind: str  # "canonical" | "variant" | "alias" | "unregistered"
     canonical_id: str | None
     count: int
+    spellings: int
+    examples: tuple[str, ...]  # up to EXAMPLES raw spellings
+
+
+EXAMPLES = 5
 
 
 @dataclass
@@ -155,8 +164,9 @@ class Survey:
     # (project row id, status) -> count, for recognised project rows
     state_by_status: dict[tuple[str, str], int]
     # (raw name, status) -> count of memories, for alias and variant names
-    memories_by_status: dict[tuple[str, str], int]
+    memories_by_status: dict[tuple[str, str], int]  # (folded name, status) -> rows
     has_state: bool
+    rename: dict[str, str]  # every alias or variant spelling -> its canonical id
 
     def groups(self) -> dict[str, Group]:
         groups: dict[str, Group] = {}
@@ -167,11 +177,7 @@ class Survey:
 
     def rename_names(self) -> dict[str, str]:
         """raw -> canonical for every alias or variant spelling found in a column."""
-        return {
-            n.raw: n.canonical_id
-            for n in self.names
-            if n.kind in ("alias", "variant") and n.canonical_id is not None
-        }
+        return self.rename
 
 
 @dataclass
@@ -268,32 +274,52 @@ def survey(
                 state_by_status[(str(pid), str(status))] = int(count)
 
     names: list[NameCount] = []
+    rename: dict[str, str] = {}
     memories_by_status: dict[tuple[str, str], int] = {}
     for target in targets:
         progress(f"counting {target.label}")
         col, tab = quote_ident(target.column), quote_ident(target.table)
         sql = f"SELECT {col}, COUNT(*) FROM main.{tab} GROUP BY {col}"
+        per_name: dict[tuple[str, str, str | None], list[Any]] = {}
+        moving: list[str] = []
         for raw, count in conn.execute(sql):
-            found = registry.classify(raw) if isinstance(raw, str) else None
             kind: str = "unregistered"
             canonical: str | None = None
-            if found is not None:
-                kind, canonical = found
-            shown = raw if isinstance(raw, str) else repr(raw)
-            names.append(NameCount(target.table, target.column, shown, kind, canonical, int(count)))
+            if isinstance(raw, str):
+                hit = registry.classify(raw)
+                if hit is not None:
+                    kind, canonical = hit
+                    if kind != "canonical":
+                        rename[raw] = canonical
+                        moving.append(raw)
+            name = fold(raw) if isinstance(raw, str) else repr(raw)
+            slot = per_name.setdefault((name, kind, canonical), [0, 0, []])
+            slot[0] += int(count)
+            slot[1] += 1
+            if len(slot[2]) < EXAMPLES:
+                slot[2].append(raw if isinstance(raw, str) else repr(raw))
+        for (name, kind, canonical), (count, spellings, examples) in per_name.items():
+            names.append(
+                NameCount(
+                    target.table,
+                    target.column,
+                    name,
+                    kind,
+                    canonical,
+                    count,
+                    spellings,
+                    tuple(examples),
+                )
+            )
         if target.dedupe:
             _require_columns(conn, "memories", MEMORY_REQUIRED)
-        if target.dedupe and memory_statuses:
-            moving = [
-                n.raw for n in names if n.table == target.table and n.kind in ("alias", "variant")
-            ]
-            if moving:
-                sql = (
-                    f'SELECT "project", "status", COUNT(*) FROM main."memories" '
-                    f'WHERE "project" IN {_in_list(moving)} GROUP BY "project", "status"'
-                )
-                for raw, status, count in conn.execute(sql):
-                    memories_by_status[(str(raw), str(status))] = int(count)
+        if target.dedupe and memory_statuses and moving:
+            sql = (
+                'SELECT "project", "status", COUNT(*) FROM main."memories"'
+                f' WHERE "project" IN {_in_list(moving)}'
+                ' GROUP BY "project", "status"'
+            )
+            add_statuses(memories_by_status, conn.execute(sql))
     return Survey(
         targets=targets,
         missing=missing,
@@ -303,7 +329,15 @@ def survey(
         state_by_status=state_by_status,
         memories_by_status=memories_by_status,
         has_state=has_state,
+        rename=rename,
     )
+
+
+def add_statuses(into: dict[tuple[str, str], int], rows: Iterable[tuple[Any, ...]]) -> None:
+    """Accumulate (raw name, status, count) rows per folded name."""
+    for raw, status, count in rows:
+        key = (fold(str(raw)), str(status))
+        into[key] = into.get(key, 0) + int(count)
 
 
 def _require_columns(conn: sqlite3.Connection, table: str, required: Sequence[str]) -> None:
@@ -336,10 +370,10 @@ def setup_statements(
         " PRIMARY KEY (canonical_id, category, key))",
     ]
     names = sorted(survey_.rename_names().items())
-    for i in range(0, len(names), 500):
-        values = ", ".join(
-            f"({quote_literal(r)}, {quote_literal(c)})" for r, c in names[i : i + 500]
-        )
+    if names:
+        # One statement whatever the number of spellings (multi-row VALUES has
+        # no row limit); literals keep names with NUL or quotes exact.
+        values = ", ".join(f"({quote_literal(r)}, {quote_literal(c)})" for r, c in names)
         out.append(f"INSERT INTO temp.ident_names (raw, canonical) VALUES {values}")
     rows: list[str] = []
     for g in groups:
@@ -639,8 +673,7 @@ def build_plan(
             sql = (
                 f"SELECT raw, status, COUNT(*) FROM temp.{rekey_table(target)} GROUP BY raw, status"
             )
-            for raw, status, count in _run(conn, log, sql):
-                surv.memories_by_status[(str(raw), str(status))] = int(count)
+            add_statuses(surv.memories_by_status, _run(conn, log, sql))
 
     progress("planning memories")
     dedupe = any(t.dedupe for t in targets)
@@ -738,9 +771,8 @@ def _counts(
     (counts["memories_superseded"],) = _run(
         conn, log, "SELECT COUNT(*) FROM temp.ident_mem_dups WHERE rnk > 1"
     ).fetchone()
-    rename = surv.rename_names()
     for n in surv.names:
-        if n.raw not in rename:
+        if n.kind not in ("alias", "variant"):
             continue
         if (n.table, n.column) == ("memories", "project"):
             counts["memories_rekeyed"] += n.count
@@ -775,7 +807,9 @@ def _fingerprint(
     h.update(
         repr(
             sorted(
-                (n.table, n.column, n.raw, n.count) for n in surv.names if n.kind != "unregistered"
+                (n.table, n.column, n.name, n.kind, n.count, n.spellings)
+                for n in surv.names
+                if n.kind != "unregistered"
             )
         ).encode()
     )
@@ -839,19 +873,25 @@ def iter_state_rows(
         }
 
 
-def iter_rekeyed(conn: sqlite3.Connection, target: Target) -> Iterator[tuple[str, str, list[Any]]]:
-    """(raw, canonical, [row keys]) in chunks, for the rows a target's rekey moves."""
-    cur = conn.execute(f"SELECT raw, canonical, k FROM temp.{rekey_table(target)} ORDER BY rowid")
-    current: tuple[str, str] | None = None
-    ids: list[Any] = []
-    for raw, canonical, key in _stream(cur):
-        if current != (raw, canonical) or len(ids) >= CHUNK:
-            if current is not None and ids:
-                yield current[0], current[1], ids
-            current, ids = (raw, canonical), []
-        ids.append(key)
-    if current is not None and ids:
-        yield current[0], current[1], ids
+def iter_rekeyed(
+    conn: sqlite3.Connection, target: Target
+) -> Iterator[tuple[str, list[Any], list[str]]]:
+    """(canonical id, [row keys], [their old values]) in chunks of at most CHUNK rows."""
+    cur = conn.execute(
+        f"SELECT canonical, k, raw FROM temp.{rekey_table(target)} ORDER BY canonical, rowid"
+    )
+    current: str | None = None
+    keys: list[Any] = []
+    olds: list[str] = []
+    for canonical, key, raw in _stream(cur):
+        if canonical != current or len(keys) >= CHUNK:
+            if current is not None and keys:
+                yield current, keys, olds
+            current, keys, olds = canonical, [], []
+        keys.append(key)
+        olds.append(raw)
+    if current is not None and keys:
+        yield current, keys, olds
 
 
 def iter_superseded(conn: sqlite3.Connection) -> Iterator[tuple[str, str, str]]:

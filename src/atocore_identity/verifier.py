@@ -99,7 +99,7 @@ def run_verify(
             if (n.table, n.column) == (target.table, target.column)
             and n.kind in ("alias", "variant")
         ]
-        detail = ", ".join(f"{n.raw!r}: {n.count}" for n in bad[:10]) or "none"
+        detail = ", ".join(f"{n.examples[0]!r}: {n.count}" for n in bad[:10]) or "none"
         add(Check(f"no alias or variant names in {target.label}", not bad, detail))
     multi = [g for g in surv.groups().values() if len(g.canonical_rows) > 1]
     add(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from atocore_identity.commands import (
@@ -12,6 +13,7 @@ from atocore_identity.commands import (
     VerifyOutcome,
 )
 from atocore_identity.planner import Collision, Plan, Survey
+from atocore_identity.registry import fold
 from atocore_identity.render import Doc
 
 STATUSES = ("active", "superseded", "invalid", "candidate")
@@ -26,12 +28,11 @@ def _by_status(counts: dict[str, int]) -> str:
 
 
 def _names_table(doc: Doc, surv: Survey) -> None:
-    """Per alias or variant spelling: where it appears and how much."""
+    """Per alias (folded) or variant: where it appears, how much, in which spellings."""
     per: dict[tuple[str, str], dict[str, Any]] = {}
-    order: list[tuple[str, str]] = []
 
-    def slot(canonical: str, raw: str, kind: str) -> dict[str, Any]:
-        key = (canonical, raw)
+    def slot(canonical: str, name: str, kind: str) -> dict[str, Any]:
+        key = (canonical, name)
         if key not in per:
             per[key] = {
                 "kind": kind,
@@ -40,37 +41,50 @@ def _names_table(doc: Doc, surv: Survey) -> None:
                 "memories": {},
                 "interactions": 0,
                 "extra": 0,
+                "spellings": [],
+                "more": 0,
             }
-            order.append(key)
         return per[key]
+
+    def spelled(s: dict[str, Any], examples: Sequence[str], total: int) -> None:
+        new = [e for e in examples if e not in s["spellings"]]
+        s["spellings"] += new
+        s["more"] += max(0, total - len(examples))
 
     for r in surv.project_rows:
         if r.role == "shadow":
-            s = slot(r.canonical_id, r.name, "alias")
+            s = slot(r.canonical_id, fold(r.name), "alias")
             s["shadow"] += 1
+            spelled(s, [r.name], 1)
             for (pid, status), count in surv.state_by_status.items():
                 if pid == r.id:
                     s["state"][status] = s["state"].get(status, 0) + count
     for n in surv.names:
         if n.kind not in ("alias", "variant") or n.canonical_id is None:
             continue
-        s = slot(n.canonical_id, n.raw, n.kind)
+        s = slot(n.canonical_id, n.name, n.kind)
+        spelled(s, n.examples, n.spellings)
         if n.table == "memories":
             s["memories"] = {
-                st: c for (raw, st), c in surv.memories_by_status.items() if raw == n.raw
+                st: c for (name, st), c in surv.memories_by_status.items() if name == n.name
             } or {"?": n.count}
         elif n.table == "interactions":
             s["interactions"] += n.count
         else:
             s["extra"] += n.count
     rows = []
-    for canonical, raw in sorted(order):
-        s = per[(canonical, raw)]
+    for canonical, name in sorted(per):
+        s = per[(canonical, name)]
+        shown = ", ".join(repr(e) for e in s["spellings"][:4])
+        extra = len(s["spellings"]) - 4 + s["more"]
+        if extra > 0:
+            shown += f" (+{extra} more)"
         rows.append(
             [
-                repr(raw),
+                name,
                 s["kind"],
                 canonical,
+                shown,
                 s["shadow"],
                 _by_status(s["state"]),
                 _by_status(s["memories"]),
@@ -85,6 +99,7 @@ def _names_table(doc: Doc, surv: Survey) -> None:
                 "name",
                 "kind",
                 "canonical id",
+                "spellings",
                 "shadow rows",
                 "state rows",
                 "memories",
@@ -119,7 +134,10 @@ def inspect_doc(o: InspectOutcome) -> Doc:
     if unregistered or surv.unregistered_projects:
         doc.table(
             ["table.column", "name", "rows"],
-            [[f"{n.table}.{n.column}", repr(n.raw), n.count] for n in unregistered],
+            [
+                [f"{n.table}.{n.column}", ", ".join(repr(e) for e in n.examples), n.count]
+                for n in unregistered
+            ],
         )
         doc.text(f"{surv.unregistered_projects} unregistered projects row(s)")
     else:
