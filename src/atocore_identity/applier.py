@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from atocore_identity.database import (
+    all_tables,
     backup_to,
     describe_sqlite_error,
     open_database,
@@ -135,11 +136,11 @@ def write_companion(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path:
     return comp.close()
 
 
-def row_counts(conn: sqlite3.Connection, plan: Plan) -> dict[str, int]:
-    tables = ["projects"] + (["project_state"] if plan.survey.has_state else [])
-    tables += [t.table for t in plan.survey.targets if t.table not in tables]
+def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows per table, for every table: the postconditions compare them all, so
+    a cascade or trigger touching a table the plan does not own rolls back."""
     out: dict[str, int] = {}
-    for table in tables:
+    for table in all_tables(conn):
         (out[table],) = conn.execute(f"SELECT COUNT(*) FROM main.{quote_ident(table)}").fetchone()
     return out
 
@@ -288,7 +289,7 @@ def _migrate(
     timings["plan"] = time.perf_counter() - t0
     _refuse_if_blocked(plan, options)
 
-    before = row_counts(conn, plan)
+    before = row_counts(conn)
     if plan.is_empty:
         rollback(conn)
         return ApplyResult(plan, "empty", before, before, None, 0, None, timings, [])
@@ -339,7 +340,7 @@ def _migrate(
 
     say("checking postconditions")
     t0 = time.perf_counter()
-    after = row_counts(conn, plan)
+    after = row_counts(conn)
     checks = postconditions(conn, plan, registry, before, after)
     timings["check"] = time.perf_counter() - t0
     failed = [c for c in checks if not c["ok"]]
@@ -364,7 +365,15 @@ def _migrate(
     if options.before_commit is not None:
         options.before_commit(result)
     t0 = time.perf_counter()
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        # e.g. a reader kept the lock past --busy-timeout: nothing was committed
+        rollback(conn)
+        result.status = "rolled-back"
+        result.after = before
+        result.error = f"COMMIT failed: {exc}"
+        raise _RolledBack(result) from None
     timings["commit"] = time.perf_counter() - t0
     result.status = "applied"
     return result

@@ -286,6 +286,11 @@ def run_plan(
     from atocore_identity.applier import write_companion
 
     decisions = load_resolutions(resolutions)
+    if out is not None and not out.parent.is_dir():
+        raise BadInput(
+            f"--out {out}: directory {out.parent} does not exist",
+            "create it first or choose another path",
+        )
     if out is not None and (out.exists() or out.is_symlink()):
         raise Refused(
             f"{out} already exists; refusing to overwrite it",
@@ -295,7 +300,9 @@ def run_plan(
         # inputs first: a bad registry or database is exit 2 whatever the report dir
         report_dir = out.parent if out is not None else ensure_report_dir(inputs.report_dir)
         plan = build_plan(s.conn, s.registry, s.targets, s.missing, decisions, progress)
-        preview = [_flat(r) for r in islice(iter_state_rows(s.conn), PREVIEW_ROWS)]
+        preview = []
+        if plan.survey.has_state and plan.groups:
+            preview = [_flat(r) for r in islice(iter_state_rows(s.conn), PREVIEW_ROWS)]
         progress("writing the plan report")
         companion = None
         if not plan.is_empty:
@@ -496,7 +503,11 @@ def run_apply_command(inputs: Inputs, request: ApplyRequest, progress: Progress)
         result = run_apply(inputs.db, registry, options, request.confirm, progress)
     except RolledBack as exc:
         payload = apply_payload(inputs, registry, exc.result, request)
-        _publish(inputs, "apply", payload, None)
+        if written:  # the report written before COMMIT must not say "committing"
+            payload["report_path"] = str(written[0])
+            replace_json(written[0], payload)
+        else:
+            _publish(inputs, "apply", payload, None)
         raise
     except Refused as exc:
         # if the report dir itself is the problem, the error already says so

@@ -198,16 +198,22 @@ def text_columns(conn: sqlite3.Connection) -> list[str]:
     return out
 
 
-def tables_referencing(conn: sqlite3.Connection, target: str) -> list[tuple[str, str]]:
-    """(table, column) pairs with a foreign key that points at ``target``."""
-    refs: list[tuple[str, str]] = []
-    tables = conn.execute(
+def all_tables(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
         "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        " ORDER BY name"
     ).fetchall()
-    for (table,) in tables:
+    return [str(r[0]) for r in rows]
+
+
+def tables_referencing(conn: sqlite3.Connection, target: str) -> list[tuple[str, str, str]]:
+    """(table, child column, parent column) for every foreign key that points at
+    ``target`` (the parent column is "id" when the key names no column)."""
+    refs: list[tuple[str, str, str]] = []
+    for table in all_tables(conn):
         for row in conn.execute(f"PRAGMA main.foreign_key_list({quote_ident(table)})"):
-            if str(row[2]) == target:
-                refs.append((str(table), str(row[3])))
+            if str(row[2]).lower() == target.lower():
+                refs.append((table, str(row[3]), "id" if row[4] is None else str(row[4])))
     return refs
 
 

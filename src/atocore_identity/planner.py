@@ -250,6 +250,7 @@ def survey(
     takes them from its rekey table instead of reading the rows twice.
     """
     progress("reading projects")
+    _require_columns(conn, "projects", ("id", "name"))
     project_rows: list[ProjectRow] = []
     unregistered_projects = 0
     for pid, name in conn.execute('SELECT "id", "name" FROM main."projects"'):
@@ -279,7 +280,9 @@ def survey(
     for target in targets:
         progress(f"counting {target.label}")
         col, tab = quote_ident(target.column), quote_ident(target.table)
-        sql = f"SELECT {col}, COUNT(*) FROM main.{tab} GROUP BY {col}"
+        # COLLATE BINARY: a column declared NOCASE would merge spellings here
+        # and hide every variant; names are compared by fold() only.
+        sql = f"SELECT {col}, COUNT(*) FROM main.{tab} GROUP BY {col} COLLATE BINARY"
         per_name: dict[tuple[str, str, str | None], list[Any]] = {}
         moving: list[str] = []
         for raw, count in conn.execute(sql):
@@ -316,7 +319,7 @@ def survey(
         if target.dedupe and memory_statuses and moving:
             sql = (
                 'SELECT "project", "status", COUNT(*) FROM main."memories"'
-                f' WHERE "project" IN {_in_list(moving)}'
+                f' WHERE "project" COLLATE BINARY IN {_in_list(moving)}'
                 ' GROUP BY "project", "status"'
             )
             add_statuses(memories_by_status, conn.execute(sql))
@@ -473,11 +476,12 @@ WITH cand AS (
   UNION ALL
   SELECT m."id", m."project", m."memory_type", m."content", m."updated_at", 0
   FROM main."memories" AS m
-  WHERE m."project" IN (SELECT DISTINCT canonical FROM temp.ident_mem_rekeyed)
+  WHERE m."project" COLLATE BINARY IN (SELECT DISTINCT canonical FROM temp.ident_mem_rekeyed)
     AND m."status" = 'active'
     AND EXISTS (SELECT 1 FROM temp.ident_mem_rekeyed AS r
-                WHERE r.canonical = m."project" AND r.memory_type = m."memory_type"
-                  AND r.content = m."content")
+                WHERE r.canonical = m."project" COLLATE BINARY
+                  AND r.memory_type = m."memory_type" COLLATE BINARY
+                  AND r.content = m."content" COLLATE BINARY)
 ),
 ranked AS (
   SELECT id, canonical, rekeyed, updated_at,
@@ -541,7 +545,7 @@ def rekey_statements(target: Target) -> list[str]:
         f"DROP TABLE IF EXISTS temp.{rekey_table(target)}",
         f"CREATE TEMP TABLE {rekey_table(target)} AS SELECT {key} AS k, n.raw AS raw,"
         f" n.canonical AS canonical{extra} FROM temp.ident_names AS n"
-        f" JOIN main.{tab} AS t ON t.{col} = n.raw",
+        f" JOIN main.{tab} AS t ON t.{col} = n.raw COLLATE BINARY",
     ]
 
 
@@ -578,7 +582,8 @@ def write_statements(plan: Plan) -> list[str]:
         col, tab = quote_ident(target.column), quote_ident(target.table)
         out.append(
             f"UPDATE main.{tab} SET {col} = (SELECT n.canonical FROM temp.ident_names AS n"
-            f" WHERE n.raw = {tab}.{col}) WHERE {col} IN (SELECT raw FROM temp.ident_names)"
+            f" WHERE n.raw = {tab}.{col} COLLATE BINARY)"
+            f" WHERE {col} COLLATE BINARY IN (SELECT raw FROM temp.ident_names)"
         )
     if plan.groups:
         out.append(
@@ -630,23 +635,26 @@ def build_plan(
     groups = [g for g in all_groups.values() if g.shadows and len(g.canonical_rows) <= 1]
     groups.sort(key=lambda g: g.canonical_id)
 
-    # A shadow about to be deleted must not be referenced by a table whose
-    # rows the plan does not account for: ON DELETE CASCADE would lose them.
+    # A shadow about to be deleted (or renamed, for a key on the name) must
+    # not be referenced by rows the plan does not account for: ON DELETE or
+    # ON UPDATE CASCADE would change them behind the plan's back.
     doomed = [s.id for g in groups for s in g.deleted_shadows]
-    if doomed:
-        for table, column in tables_referencing(conn, "projects"):
-            if table == "project_state":
-                continue
-            sql = (
-                f"SELECT COUNT(*) FROM main.{quote_ident(table)}"
-                f" WHERE {quote_ident(column)} IN {_in_list(doomed)}"
+    renamed = [g.renamed_shadow.id for g in groups if g.renamed_shadow is not None]
+    for table, child, parent in tables_referencing(conn, "projects"):
+        if (table, child, parent) == ("project_state", "project_id", "id"):
+            continue
+        touched = doomed + (renamed if parent.lower() != "id" else [])
+        if touched:
+            integrity += _referencing(
+                conn,
+                log,
+                table,
+                child,
+                "projects",
+                parent,
+                f'"id" IN {_in_list(touched)}',
+                "shadow project rows",
             )
-            (count,) = _run(conn, log, sql).fetchone()
-            if count:
-                integrity.append(
-                    f"{count} row(s) of {table}.{column} reference shadow project rows;"
-                    " the migration does not own that table"
-                )
 
     progress("planning project_state")
     prepare = setup_statements(surv, groups, decisions)
@@ -662,6 +670,19 @@ def build_plan(
         _run(conn, log, sql)
     collisions = _collisions(conn, log)
     stale = _check_decisions(collisions, decisions)
+    if surv.has_state and groups:
+        for table, child, parent in tables_referencing(conn, "project_state"):
+            integrity += _referencing(
+                conn,
+                log,
+                table,
+                child,
+                "project_state",
+                parent,
+                '"id" IN (SELECT id FROM temp.ident_state'
+                " WHERE outcome IN ('duplicate', 'history'))",
+                "state rows the migration archives and deletes",
+            )
 
     progress("reading the rows to rekey")
     for target in targets:
@@ -698,6 +719,30 @@ def build_plan(
         statements=log,
         prepare=prepare,
     )
+
+
+def _referencing(
+    conn: sqlite3.Connection,
+    log: list[str],
+    table: str,
+    child: str,
+    parent_table: str,
+    parent: str,
+    which: str,
+    what: str,
+) -> list[str]:
+    """An integrity error when rows of ``table`` reference the parent rows ``which``."""
+    sql = (
+        f"SELECT COUNT(*) FROM main.{quote_ident(table)} WHERE {quote_ident(child)} IN"
+        f" (SELECT {quote_ident(parent)} FROM main.{quote_ident(parent_table)} WHERE {which})"
+    )
+    (count,) = _run(conn, log, sql).fetchone()
+    if not count:
+        return []
+    return [
+        f"{count} row(s) of {table}.{child} reference {what}; a cascade would change rows"
+        " the plan does not account for: move or delete them by hand first"
+    ]
 
 
 def _collisions(conn: sqlite3.Connection, log: list[str]) -> list[Collision]:

@@ -59,7 +59,7 @@ def parse_column(spec: str) -> tuple[str, str]:
             f"--column {spec!r} is not TABLE.COLUMN",
             "write it like --column conflicts.project",
         )
-    if (table, column) in OWNED:
+    if (table.lower(), column.lower()) in OWNED:
         raise BadInput(
             f"--column {spec!r} is owned by the migration's own rules",
             "name only free-text project columns such as conflicts.project",
@@ -82,29 +82,37 @@ def load_config_columns(path: Path) -> list[str]:
     return list(columns)
 
 
+def _actual_table(conn: sqlite3.Connection, table: str) -> str | None:
+    """The table's name as the database spells it (SQLite names ignore ASCII case)."""
+    row = conn.execute(
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+        (table,),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
 def resolve_targets(
     conn: sqlite3.Connection, extra: list[str]
 ) -> tuple[list[Target], list[MissingTarget]]:
     """The targets present in this database, and the defaults that are missing.
 
     A missing default is reported; a missing operator-named column is an error.
+    Names are matched as SQLite matches them, ignoring ASCII case, so
+    ``MEMORIES.Project`` is the default column, not a second one.
     """
     wanted: list[tuple[str, str, bool]] = [(t, c, False) for t, c in DEFAULT_TARGETS]
     for spec in extra:
         table, column = parse_column(spec)
-        if (table, column) in DEFAULT_TARGETS:
-            continue
-        if any((t, c) == (table, column) for t, c, _ in wanted):
-            continue
         wanted.append((table, column, True))
 
     found: list[Target] = []
     missing: list[MissingTarget] = []
+    seen: set[tuple[str, str]] = set()
     for table, column, named in wanted:
-        columns = table_columns(conn, table)
-        reason = "" if columns else "no such table"
-        if columns and column not in columns:
-            reason = "no such column"
+        actual = _actual_table(conn, table)
+        columns = table_columns(conn, actual) if actual else []
+        match = [c for c in columns if c.lower() == column.lower()]
+        reason = "no such table" if not actual else ("" if match else "no such column")
         if reason:
             if named:
                 raise BadInput(
@@ -113,6 +121,11 @@ def resolve_targets(
                 )
             missing.append(MissingTarget(table, column, reason))
             continue
-        key = "id" if "id" in columns else "rowid"
-        found.append(Target(table, column, key, named))
+        assert actual is not None
+        key = (actual.lower(), match[0].lower())
+        if key in seen:
+            continue
+        seen.add(key)
+        key_column = "id" if "id" in columns else "rowid"
+        found.append(Target(actual, match[0], key_column, named))
     return found, missing

@@ -1,0 +1,154 @@
+"""Regressions for defects found in review: cascades into tables the plan does
+not own, NOCASE columns, odd schemas, a failed COMMIT, bad --out paths."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from conftest import TS, content_digest, rows
+
+REG = [{"id": "p05-interferometer", "aliases": ["p05", "interferometer"]}]
+SHADOWED = {
+    "registry": REG,
+    "projects": [("c", "p05-interferometer"), ("s", "p05")],
+    "state": [
+        ("s1", "c", "k", "x", "v", "active", TS),
+        ("s2", "s", "k", "x", "v", "superseded", "2024-01-01"),
+    ],
+    "memories": [("m1", "fact", "a", "p05", "active", TS)],
+}
+
+
+def _sql(db: Path, script: str) -> None:
+    conn = sqlite3.connect(db)
+    conn.executescript(script)
+    conn.close()
+
+
+def test_rows_referencing_an_archived_state_row_block_apply(make_env: Any) -> None:
+    env = make_env(**SHADOWED)
+    _sql(
+        env.db,
+        "CREATE TABLE state_notes (id INTEGER PRIMARY KEY, state_id TEXT"
+        " REFERENCES project_state(id) ON DELETE CASCADE, note TEXT);"
+        "INSERT INTO state_notes (state_id, note) VALUES ('s2', 'keep me');",
+    )
+    before = content_digest(env.db)
+    result = env.run("apply", "--yes")
+    assert result.code == 3, result.stderr
+    assert "state_notes.state_id" in result.stderr
+    assert content_digest(env.db) == before
+
+
+def test_rows_referencing_a_shadow_by_name_block_apply(make_env: Any) -> None:
+    env = make_env(**SHADOWED)
+    _sql(
+        env.db,
+        "CREATE TABLE project_links (id INTEGER PRIMARY KEY, project_name TEXT"
+        " REFERENCES projects(name) ON DELETE CASCADE, url TEXT);"
+        "INSERT INTO project_links (project_name, url) VALUES ('p05', 'keep');",
+    )
+    before = content_digest(env.db)
+    result = env.run("apply", "--yes")
+    assert result.code == 3, result.stderr
+    assert "project_links.project_name" in result.stderr
+    assert content_digest(env.db) == before
+
+
+def test_variant_spellings_in_a_nocase_column_are_migrated(tmp_path: Path) -> None:
+    db = tmp_path / "nocase.db"
+    _sql(
+        db,
+        "CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+        "CREATE TABLE memories (id TEXT PRIMARY KEY, memory_type TEXT, content TEXT,"
+        " project TEXT COLLATE NOCASE, status TEXT, updated_at TEXT);"
+        "CREATE INDEX idx_memories_project ON memories(project);"
+        "INSERT INTO memories VALUES ('m1', 'fact', 'a', 'p05-interferometer', 'active', 'x'),"
+        " ('m2', 'fact', 'b', 'P05-Interferometer', 'active', 'x');",
+    )
+    reg = tmp_path / "reg.json"
+    reg.write_text(json.dumps({"projects": REG}))
+    from conftest import run_cli
+
+    common = ["--db", db, "--registry", reg, "--report-dir", tmp_path / "r"]
+    planned = run_cli("plan", *common, "--detailed-exitcode", "--format", "json")
+    assert planned.code == 4, planned.stderr
+    assert planned.json()["counts"]["memories_rekeyed"] == 1
+    assert run_cli("apply", *common, "--yes").code == 0
+    assert rows(db, "SELECT id, project FROM memories ORDER BY id") == [
+        ("m1", "p05-interferometer"),
+        ("m2", "p05-interferometer"),
+    ]
+
+
+def test_plan_works_without_a_project_state_table(tmp_path: Path) -> None:
+    db = tmp_path / "nostate.db"
+    _sql(
+        db,
+        "CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+        "INSERT INTO projects VALUES ('c', 'p05-interferometer'), ('s', 'p05');",
+    )
+    reg = tmp_path / "reg.json"
+    reg.write_text(json.dumps({"projects": REG}))
+    from conftest import run_cli
+
+    result = run_cli(
+        "plan", "--db", db, "--registry", reg, "--report-dir", tmp_path / "r", "--format", "json"
+    )
+    assert result.code == 0, result.stderr
+    assert result.json()["counts"]["shadow_rows_deleted"] == 1
+
+
+def test_a_failed_commit_leaves_no_report_claiming_it_committed(make_env: Any) -> None:
+    env = make_env(**SHADOWED)
+    before = content_digest(env.db)
+    reader = sqlite3.connect(env.db, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM projects").fetchone()  # holds SHARED until COMMIT
+    try:
+        result = env.run("apply", "--yes", "--busy-timeout", "0.2")
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert result.code == 3, result.stderr
+    assert content_digest(env.db) == before
+    statuses = sorted(json.loads(p.read_text())["status"] for p in env.reports.glob("apply-*.json"))
+    assert "committing" not in statuses and "applied" not in statuses
+    assert "rolled-back" in statuses
+
+
+def test_column_names_match_as_sqlite_matches_them(make_env: Any) -> None:
+    env = make_env(**SHADOWED)
+    owned = env.run("plan", "--column", "PROJECTS.Name")
+    assert owned.code == 2 and "owned by the migration" in owned.stderr
+    same = env.run("plan", "--column", "MEMORIES.Project", "--format", "json")
+    assert same.code == 0, same.stderr
+    assert same.json()["targets"] == ["memories.project", "interactions.project"]
+
+
+def test_projects_without_a_name_column_is_bad_input(tmp_path: Path) -> None:
+    db = tmp_path / "odd.db"
+    _sql(
+        db,
+        "CREATE TABLE projects (id TEXT PRIMARY KEY, title TEXT);"
+        "INSERT INTO projects VALUES ('s', 'p05');",
+    )
+    reg = tmp_path / "reg.json"
+    reg.write_text(json.dumps({"projects": REG}))
+    from conftest import run_cli
+
+    result = run_cli("inspect", "--db", db, "--registry", reg, "--report-dir", tmp_path / "r")
+    assert result.code == 2
+    assert result.stderr.startswith("Error:") and "name" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_plan_out_into_a_missing_directory_is_one_clear_line(make_env: Any) -> None:
+    env = make_env(**SHADOWED)
+    result = env.run("plan", "--out", env.root / "nope" / "plan.json")
+    assert result.code == 2
+    assert "does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
