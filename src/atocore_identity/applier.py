@@ -41,7 +41,6 @@ from atocore_identity.registry import Registry
 from atocore_identity.reports import Companion, ensure_report_dir, unique_path
 from atocore_identity.targets import resolve_targets
 
-
 APPLY_CACHE_KIB = 16384
 
 
