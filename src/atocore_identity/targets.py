@@ -113,7 +113,7 @@ def resolve_targets(
         columns = table_columns(conn, actual) if actual else []
         match = [c for c in columns if c.lower() == column.lower()]
         reason = "no such table" if not actual else ("" if match else "no such column")
-        if reason:
+        if reason or actual is None:
             if named:
                 raise BadInput(
                     f"--column {table}.{column}: {reason} in this database",
@@ -121,7 +121,6 @@ def resolve_targets(
                 )
             missing.append(MissingTarget(table, column, reason))
             continue
-        assert actual is not None
         key = (actual.lower(), match[0].lower())
         if key in seen:
             continue
