@@ -520,7 +520,7 @@ def run_apply_command(inputs: Inputs, request: ApplyRequest, progress: Progress)
     payload["report_path"] = str(written[0])
     try:
         replace_json(written[0], payload)
-    except OSError as exc:
+    except (OSError, Refused) as exc:
         # Committed, and the report written before COMMIT names the archive;
         # only its status still says "committing". Say so, do not fail.
         return ApplyOutcome(
@@ -528,7 +528,7 @@ def run_apply_command(inputs: Inputs, request: ApplyRequest, progress: Progress)
             payload,
             written[0],
             f"apply COMMITTED, but {written[0]} could not be updated"
-            f" ({exc.strerror}); it still says status 'committing'",
+            f" ({exc}); it still says status 'committing'",
         )
     return ApplyOutcome(result, payload, written[0])
 

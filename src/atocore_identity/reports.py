@@ -88,12 +88,11 @@ def unique_path(directory: Path, kind: str, suffix: str = ".json") -> tuple[Path
             return path, moment
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically with owner-only permissions."""
-    directory = path.parent
+def _write_temp_json(path: Path, payload: dict[str, Any]) -> Path:
+    """``payload`` in a private, fsynced temporary file beside ``path``."""
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp, fd = _private_temp(directory, ".json")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp, fd = _private_temp(path.parent, ".json")
     except OSError as exc:
         raise Refused(
             f"cannot write report {path}: {exc.strerror}", "pass a writable --report-dir or --out"
@@ -112,19 +111,18 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _publish(tmp, path)
+    return tmp
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to a new ``path`` atomically with owner-only permissions."""
+    _publish(_write_temp_json(path, payload), path)
     return path
 
 
 def replace_json(path: Path, payload: dict[str, Any]) -> Path:
     """Atomically rewrite a report this run created moments ago (status updates)."""
-    tmp, fd = _private_temp(path.parent, ".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    os.replace(_write_temp_json(path, payload), path)
     return path
 
 
