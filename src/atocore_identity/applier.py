@@ -31,14 +31,11 @@ from atocore_identity.planner import (
     Plan,
     Progress,
     build_plan,
-    iter_rekeyed,
-    iter_state_rows,
-    iter_superseded,
     survey,
     write_statements,
 )
 from atocore_identity.registry import Registry
-from atocore_identity.reports import Companion, ensure_report_dir, unique_path
+from atocore_identity.reports import ensure_report_dir, unique_path, write_companion
 from atocore_identity.targets import resolve_targets
 
 APPLY_CACHE_KIB = 16384
@@ -77,65 +74,6 @@ def rollback(conn: sqlite3.Connection) -> None:
     """Roll back if a transaction is still open: SQLITE_FULL and friends end it themselves."""
     if conn.in_transaction:
         conn.execute("ROLLBACK")
-
-
-def write_companion(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path:
-    """Stream the plan's row-level detail (the archive, the moves) to a companion."""
-    comp = Companion(path)
-    try:
-        for g in plan.groups:
-            renamed = g.renamed_shadow
-            if renamed is not None:
-                comp.write(
-                    {
-                        "record": "project",
-                        "action": "rename",
-                        "id": renamed.id,
-                        "name": renamed.name,
-                        "canonical_id": g.canonical_id,
-                    }
-                )
-            for s in g.deleted_shadows:
-                comp.write(
-                    {
-                        "record": "project",
-                        "action": "delete",
-                        "id": s.id,
-                        "name": s.name,
-                        "canonical_id": g.canonical_id,
-                        "target_row_id": g.target_row_id,
-                    }
-                )
-        if plan.survey.has_state and plan.groups:
-            for rec in iter_state_rows(conn):
-                comp.write({"record": "state", **rec})
-        for target in plan.survey.targets:
-            for canonical, ids, olds in iter_rekeyed(conn, target):
-                comp.write(
-                    {
-                        "record": "rekey",
-                        "table": target.table,
-                        "column": target.column,
-                        "key": target.key,
-                        "to": canonical,
-                        "ids": ids,
-                        "from": olds,
-                    }
-                )
-        for mid, keeper, canonical in iter_superseded(conn):
-            comp.write(
-                {
-                    "record": "supersede",
-                    "table": "memories",
-                    "id": mid,
-                    "keeper_id": keeper,
-                    "canonical_id": canonical,
-                }
-            )
-    except BaseException:
-        comp.discard()
-        raise
-    return comp.close()
 
 
 def row_counts(conn: sqlite3.Connection) -> dict[str, int]:

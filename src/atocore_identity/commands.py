@@ -39,6 +39,7 @@ from atocore_identity.reports import (
     replace_json,
     unique_path,
     utc_now,
+    write_companion,
     write_json_atomic,
 )
 from atocore_identity.resolutions import decide, load_decisions, parse_pick, pick_by_rule
@@ -283,8 +284,6 @@ def load_resolutions(path: Path | None) -> list[Decision]:
 def run_plan(
     inputs: Inputs, resolutions: Path | None, out: Path | None, progress: Progress
 ) -> PlanOutcome:
-    from atocore_identity.applier import write_companion
-
     decisions = load_resolutions(resolutions)
     if out is not None and not out.parent.is_dir():
         raise BadInput(

@@ -1,5 +1,8 @@
 """JSON reports and their gzip JSON-lines companions (SPEC §4).
 
+plan and apply write the same companion (``write_companion``): the plan's
+row-level detail, streamed from the planner's TEMP tables.
+
 Every report is written atomically: a private temporary file in the report
 directory, fsync, then a hard link to its final name, which fails instead of
 overwriting, so two runs in the same second (or microsecond) never clobber
@@ -12,6 +15,7 @@ import gzip
 import json
 import os
 import secrets
+import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +23,7 @@ from typing import Any
 
 from atocore_identity import __version__
 from atocore_identity.errors import Refused
+from atocore_identity.planner import Plan, iter_rekeyed, iter_state_rows, iter_superseded
 
 REPORT_VERSION = 1
 
@@ -221,3 +226,62 @@ def load_report(path: Path, kind: str | None = None) -> dict[str, Any]:
             f"pass the {kind} report written by `atocore-identity {kind}`",
         )
     return doc
+
+
+def write_companion(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path:
+    """Stream the plan's row-level detail (the archive, the moves) to a companion."""
+    comp = Companion(path)
+    try:
+        for g in plan.groups:
+            renamed = g.renamed_shadow
+            if renamed is not None:
+                comp.write(
+                    {
+                        "record": "project",
+                        "action": "rename",
+                        "id": renamed.id,
+                        "name": renamed.name,
+                        "canonical_id": g.canonical_id,
+                    }
+                )
+            for s in g.deleted_shadows:
+                comp.write(
+                    {
+                        "record": "project",
+                        "action": "delete",
+                        "id": s.id,
+                        "name": s.name,
+                        "canonical_id": g.canonical_id,
+                        "target_row_id": g.target_row_id,
+                    }
+                )
+        if plan.survey.has_state and plan.groups:
+            for rec in iter_state_rows(conn):
+                comp.write({"record": "state", **rec})
+        for target in plan.survey.targets:
+            for canonical, ids, olds in iter_rekeyed(conn, target):
+                comp.write(
+                    {
+                        "record": "rekey",
+                        "table": target.table,
+                        "column": target.column,
+                        "key": target.key,
+                        "to": canonical,
+                        "ids": ids,
+                        "from": olds,
+                    }
+                )
+        for mid, keeper, canonical in iter_superseded(conn):
+            comp.write(
+                {
+                    "record": "supersede",
+                    "table": "memories",
+                    "id": mid,
+                    "keeper_id": keeper,
+                    "canonical_id": canonical,
+                }
+            )
+    except BaseException:
+        comp.discard()
+        raise
+    return comp.close()
