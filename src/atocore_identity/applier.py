@@ -25,7 +25,7 @@ from atocore_identity.database import (
     quick_check,
     quote_ident,
 )
-from atocore_identity.errors import DatabaseError, DatabaseLocked, IdentityError, Refused
+from atocore_identity.errors import DatabaseError, DatabaseLocked, Refused
 from atocore_identity.planner import (
     Decision,
     Plan,
@@ -303,7 +303,7 @@ def _migrate(
             checks,
             error="postcondition failed: " + failed[0]["check"],
         )
-        raise _RolledBack(result)
+        raise RolledBack(result)
     result = ApplyResult(
         plan, "committing", before, after, backup_path, backup_bytes, companion, timings, checks
     )
@@ -318,13 +318,13 @@ def _migrate(
         result.status = "rolled-back"
         result.after = before
         result.error = f"COMMIT failed: {exc}"
-        raise _RolledBack(result) from None
+        raise RolledBack(result) from None
     timings["commit"] = time.perf_counter() - t0
     result.status = "applied"
     return result
 
 
-class _RolledBack(Refused):
+class RolledBack(Refused):
     """A postcondition failed; carries the result so a failure report can be written."""
 
     def __init__(self, result: ApplyResult) -> None:
@@ -333,7 +333,3 @@ class _RolledBack(Refused):
             "this is a bug in atocore-identity; keep the report and open an issue",
         )
         self.result = result
-
-
-RolledBack = _RolledBack
-__all__ = ["ApplyOptions", "ApplyResult", "IdentityError", "RolledBack", "run_apply"]

@@ -175,10 +175,6 @@ class Survey:
             (group.canonical_rows if row.role == "canonical" else group.shadows).append(row)
         return groups
 
-    def rename_names(self) -> dict[str, str]:
-        """raw -> canonical for every alias or variant spelling found in a column."""
-        return self.rename
-
 
 @dataclass
 class Plan:
@@ -372,7 +368,7 @@ def setup_statements(
         "CREATE TEMP TABLE ident_resolutions (canonical_id, category, key, winner_id,"
         " PRIMARY KEY (canonical_id, category, key))",
     ]
-    names = sorted(survey_.rename_names().items())
+    names = sorted(survey_.rename.items())
     if names:
         # One statement whatever the number of spellings (multi-row VALUES has
         # no row limit); literals keep names with NUL or quotes exact.
