@@ -187,7 +187,6 @@ class Plan:
     stale_decisions: list[str]
     counts: dict[str, int]
     fingerprint: str
-    statements: list[str]  # every planning statement, in order (reads included)
     prepare: list[str]  # the statements that build the plan's TEMP tables
 
     @property
@@ -603,11 +602,6 @@ def _hash_rows(h: Any, cursor: sqlite3.Cursor) -> None:
         h.update(repr(rows).encode("utf-8", "surrogatepass"))
 
 
-def _run(conn: sqlite3.Connection, log: list[str], sql: str) -> sqlite3.Cursor:
-    log.append(sql)
-    return conn.execute(sql)
-
-
 def build_plan(
     conn: sqlite3.Connection,
     registry: Registry,
@@ -617,7 +611,6 @@ def build_plan(
     progress: Progress = _quiet,
 ) -> Plan:
     """Decide everything the migration will do. Reads only; writes TEMP tables."""
-    log: list[str] = []
     surv = survey(conn, registry, targets, missing, progress, memory_statuses=False)
     all_groups = surv.groups()
     integrity: list[str] = []
@@ -643,7 +636,6 @@ def build_plan(
         if touched:
             integrity += _referencing(
                 conn,
-                log,
                 table,
                 child,
                 "projects",
@@ -663,14 +655,13 @@ def build_plan(
     else:
         prepare.append(EMPTY_STATE)
     for sql in prepare:
-        _run(conn, log, sql)
-    collisions = _collisions(conn, log)
+        conn.execute(sql)
+    collisions = _collisions(conn)
     stale = _check_decisions(collisions, decisions)
     if surv.has_state and groups:
         for table, child, parent in tables_referencing(conn, "project_state"):
             integrity += _referencing(
                 conn,
-                log,
                 table,
                 child,
                 "project_state",
@@ -684,26 +675,26 @@ def build_plan(
     for target in targets:
         statements = rekey_statements(target)
         for sql in statements:
-            _run(conn, log, sql)
+            conn.execute(sql)
         prepare += statements
         if target.dedupe:
             sql = (
                 f"SELECT raw, status, COUNT(*) FROM temp.{rekey_table(target)} GROUP BY raw, status"
             )
-            add_statuses(surv.memories_by_status, _run(conn, log, sql))
+            add_statuses(surv.memories_by_status, conn.execute(sql))
 
     progress("planning memories")
     dedupe = any(t.dedupe for t in targets)
     memory = MEMORY_DECISIONS if dedupe else [*MEMORY_DECISIONS[:2], EMPTY_MEM_DUPS]
     for sql in memory:
-        _run(conn, log, sql)
+        conn.execute(sql)
     prepare += memory
 
-    counts = _counts(conn, log, surv, groups)
+    counts = _counts(conn, surv, groups)
     counts["collisions"] = len(collisions)
     counts["collisions_unresolved"] = sum(1 for c in collisions if c.resolved_winner is None)
     progress("fingerprinting")
-    fingerprint = _fingerprint(conn, log, registry, surv, groups, decisions)
+    fingerprint = _fingerprint(conn, registry, surv, groups, decisions)
     return Plan(
         survey=surv,
         groups=groups,
@@ -712,14 +703,12 @@ def build_plan(
         stale_decisions=stale,
         counts=counts,
         fingerprint=fingerprint,
-        statements=log,
         prepare=prepare,
     )
 
 
 def _referencing(
     conn: sqlite3.Connection,
-    log: list[str],
     table: str,
     child: str,
     parent_table: str,
@@ -732,7 +721,7 @@ def _referencing(
         f"SELECT COUNT(*) FROM main.{quote_ident(table)} WHERE {quote_ident(child)} IN"
         f" (SELECT {quote_ident(parent)} FROM main.{quote_ident(parent_table)} WHERE {which})"
     )
-    (count,) = _run(conn, log, sql).fetchone()
+    (count,) = conn.execute(sql).fetchone()
     if not count:
         return []
     return [
@@ -741,7 +730,7 @@ def _referencing(
     ]
 
 
-def _collisions(conn: sqlite3.Connection, log: list[str]) -> list[Collision]:
+def _collisions(conn: sqlite3.Connection) -> list[Collision]:
     sql = (
         'SELECT d.canonical_id, d.category, d.key, d.id, d.project_id, p."name",'
         ' d.is_canonical, d.status, d.updated_at, ps."value", d.resolved_id'
@@ -755,7 +744,7 @@ def _collisions(conn: sqlite3.Connection, log: list[str]) -> list[Collision]:
         return []
     found: dict[tuple[str, str, str], list[Candidate]] = {}
     resolved: dict[tuple[str, str, str], str | None] = {}
-    for row in _run(conn, log, sql):
+    for row in conn.execute(sql):
         key = (str(row[0]), str(row[1]), str(row[2]))
         found.setdefault(key, []).append(
             Candidate(
@@ -790,14 +779,12 @@ def _check_decisions(collisions: list[Collision], decisions: Sequence[Decision])
     return stale
 
 
-def _counts(
-    conn: sqlite3.Connection, log: list[str], surv: Survey, groups: list[Group]
-) -> dict[str, int]:
+def _counts(conn: sqlite3.Connection, surv: Survey, groups: list[Group]) -> dict[str, int]:
     counts = dict.fromkeys(CHANGE_COUNTS, 0)
     counts["shadow_rows_deleted"] = sum(len(g.deleted_shadows) for g in groups)
     counts["shadow_rows_renamed"] = sum(1 for g in groups if g.renamed_shadow is not None)
-    for outcome, n in _run(
-        conn, log, "SELECT outcome, COUNT(*) FROM temp.ident_state GROUP BY outcome"
+    for outcome, n in conn.execute(
+        "SELECT outcome, COUNT(*) FROM temp.ident_state GROUP BY outcome"
     ):
         key = {
             "moves": "state_moved",
@@ -809,8 +796,8 @@ def _counts(
         counts[key] = int(n)
     counts.setdefault("state_unchanged", 0)
     counts.setdefault("state_in_collision", 0)
-    (counts["memories_superseded"],) = _run(
-        conn, log, "SELECT COUNT(*) FROM temp.ident_mem_dups WHERE rnk > 1"
+    (counts["memories_superseded"],) = conn.execute(
+        "SELECT COUNT(*) FROM temp.ident_mem_dups WHERE rnk > 1"
     ).fetchone()
     for n in surv.names:
         if n.kind not in ("alias", "variant"):
@@ -826,7 +813,6 @@ def _counts(
 
 def _fingerprint(
     conn: sqlite3.Connection,
-    log: list[str],
     registry: Registry,
     surv: Survey,
     groups: list[Group],
@@ -861,13 +847,11 @@ def _fingerprint(
             ' WHERE ps."project_id" IN (SELECT project_row_id FROM temp.ident_groups)'
             ' ORDER BY ps."id"'
         )
-        _hash_rows(h, _run(conn, log, sql))
+        _hash_rows(h, conn.execute(sql))
     for target in surv.targets:
         h.update(target.label.encode())
-        _hash_rows(h, _run(conn, log, _rekey_rows_sql(target)))
-    _hash_rows(
-        h, _run(conn, log, "SELECT id, updated_at, rnk FROM temp.ident_mem_dups ORDER BY id")
-    )
+        _hash_rows(h, conn.execute(_rekey_rows_sql(target)))
+    _hash_rows(h, conn.execute("SELECT id, updated_at, rnk FROM temp.ident_mem_dups ORDER BY id"))
     return h.hexdigest()
 
 
