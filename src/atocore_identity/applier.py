@@ -325,11 +325,11 @@ def _migrate(
 
 
 class RolledBack(Refused):
-    """A postcondition failed; carries the result so a failure report can be written."""
+    """A postcondition or the COMMIT failed; carries the result for the failure report."""
 
     def __init__(self, result: ApplyResult) -> None:
-        super().__init__(
-            f"apply rolled back, nothing changed: {result.error}",
-            "this is a bug in atocore-identity; keep the report and open an issue",
-        )
+        hint = "this is a bug in atocore-identity; keep the report and open an issue"
+        if (result.error or "").startswith("COMMIT failed"):
+            hint = "a reader held the database past --busy-timeout; run apply again"
+        super().__init__(f"apply rolled back, nothing changed: {result.error}", hint)
         self.result = result
