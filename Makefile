@@ -6,12 +6,26 @@ BIN := $(VENV)/bin
 TOOL := $(BIN)/atocore-identity
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
+# Extra project-keyed columns the demo migrates (its `conflicts` table); each word -> --column.
+DEMO_COLUMNS ?= conflicts.project
+# The runbook targets' variables (docs/runbook.md); each word of COLUMNS -> --column WORD,
+# CONFIG -> --config FILE, YES=1 -> apply --yes.
 DB ?=
 REGISTRY ?=
 REPORT_DIR ?=
 PLAN ?=
 RESOLUTIONS ?=
 KEEP ?=
+COLUMNS ?=
+CONFIG ?=
+YES ?=
+APPLY_REPORT ?=
+BACKUP ?=
+# Many shells export COLUMNS as the terminal width: COLUMNS, CONFIG and YES count only when
+# given on make's command line, never from the environment (use ATOCORE_IDENTITY_CONFIG for
+# a config in the environment), and COLUMNS is not handed on to the tool as a width.
+$(foreach v,COLUMNS CONFIG YES,$(if $(filter environment%,$(origin $(v))),$(eval override $(v) :=)))
+unexport COLUMNS
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint format demo completions docs bench soak clean \
@@ -41,15 +55,18 @@ format: $(STAMP) ## Apply ruff's formatting and safe fixes
 test: $(STAMP) lint ## Lint, then run every test
 	$(BIN)/pytest -q
 
-demo: $(STAMP) ## Run the whole runbook on a fresh demo database
+DEMO_ARGS = --db $(DEMO_DIR)/atocore.db --registry $(DEMO_DIR)/registry.json \
+            --report-dir $(DEMO_DIR)/reports $(foreach c,$(DEMO_COLUMNS),--column "$(c)")
+
+demo: $(STAMP) ## Run the whole runbook on a fresh demo database (DEMO_COLUMNS= extra columns)
 	rm -rf $(DEMO_DIR)
 	$(TOOL) demo $(DEMO_DIR)
-	$(TOOL) inspect --db $(DEMO_DIR)/atocore.db --registry $(DEMO_DIR)/registry.json --report-dir $(DEMO_DIR)/reports
-	$(TOOL) plan --db $(DEMO_DIR)/atocore.db --registry $(DEMO_DIR)/registry.json --report-dir $(DEMO_DIR)/reports --out $(DEMO_DIR)/reports/plan-before-resolve.json
-	$(TOOL) resolve --db $(DEMO_DIR)/atocore.db --registry $(DEMO_DIR)/registry.json --report-dir $(DEMO_DIR)/reports --keep canonical --out $(DEMO_DIR)/reports/resolutions.json
-	$(TOOL) plan --db $(DEMO_DIR)/atocore.db --registry $(DEMO_DIR)/registry.json --report-dir $(DEMO_DIR)/reports --resolutions $(DEMO_DIR)/reports/resolutions.json --out $(DEMO_DIR)/reports/plan.json
-	$(TOOL) apply --db $(DEMO_DIR)/atocore.db --registry $(DEMO_DIR)/registry.json --report-dir $(DEMO_DIR)/reports --plan $(DEMO_DIR)/reports/plan.json --resolutions $(DEMO_DIR)/reports/resolutions.json --yes
-	$(TOOL) verify --db $(DEMO_DIR)/atocore.db --registry $(DEMO_DIR)/registry.json --report-dir $(DEMO_DIR)/reports --report "$$(ls -1 $(DEMO_DIR)/reports/apply-*.json | tail -n 1)" --backup "$$(ls -1 $(DEMO_DIR)/reports/backup-*.db | tail -n 1)"
+	$(TOOL) inspect $(DEMO_ARGS)
+	$(TOOL) plan $(DEMO_ARGS) --out $(DEMO_DIR)/reports/plan-before-resolve.json
+	$(TOOL) resolve $(DEMO_ARGS) --keep canonical --out $(DEMO_DIR)/reports/resolutions.json
+	$(TOOL) plan $(DEMO_ARGS) --resolutions $(DEMO_DIR)/reports/resolutions.json --out $(DEMO_DIR)/reports/plan.json
+	$(TOOL) apply $(DEMO_ARGS) --plan $(DEMO_DIR)/reports/plan.json --resolutions $(DEMO_DIR)/reports/resolutions.json --yes
+	$(TOOL) verify $(DEMO_ARGS) --report "$$(ls -1 $(DEMO_DIR)/reports/apply-*.json | tail -n 1)" --backup "$$(ls -1 $(DEMO_DIR)/reports/backup-*.db | tail -n 1)"
 	@echo "demo runbook finished: every check passed"
 
 bench: $(STAMP) ## Benchmark inspect/plan/apply against the hand-written SQL floor
@@ -64,28 +81,36 @@ completions: $(STAMP) ## Regenerate completions/ from the Click definitions
 docs: $(STAMP) ## Regenerate docs/cli.md from the Click definitions
 	$(BIN)/python tools/gen_cli_docs.py
 
-# -- the deploy runbook: make identity-plan DB=... REGISTRY=... REPORT_DIR=... ----
-need = $(if $($(1)),,$(error $(1)= is required, e.g. make $@ DB=/srv/atocore/db/atocore.db REGISTRY=/srv/atocore/registry.json REPORT_DIR=/srv/atocore/migrations))
-RUNBOOK_ARGS = --db "$(DB)" --registry "$(REGISTRY)" --report-dir "$(REPORT_DIR)"
+# -- the deploy runbook (docs/runbook.md; `## Runbook N` is its step N) -----------------------
+# make identity-plan DB=... REGISTRY=... REPORT_DIR=... [COLUMNS="conflicts.project"] [CONFIG=FILE]
+EXAMPLE_DB := /srv/atocore/data/db/atocore.db
+EXAMPLE_REGISTRY := /srv/atocore/registry.json
+EXAMPLE_REPORT_DIR := /srv/atocore/data/migrations
+EXAMPLE_PLAN := $(EXAMPLE_REPORT_DIR)/plan.json
+# $(call need,VAR ...): stop unless every VAR is set; the example names every one of them.
+need = $(foreach v,$(1),$(if $($(v)),,$(error $(v)= is required, e.g. make $@ $(foreach w,$(1),$(w)=$(EXAMPLE_$(w))))))
+RUNBOOK_ARGS = --db "$(DB)" --registry "$(REGISTRY)" --report-dir "$(REPORT_DIR)" \
+               $(foreach c,$(COLUMNS),--column "$(c)") $(if $(CONFIG),--config "$(CONFIG)")
+yes_flag = $(if $(YES),$(if $(filter 1,$(YES)),--yes,$(error YES=$(YES): write YES=1 to pass --yes)))
 
 identity-inspect: $(STAMP) ## Runbook 1: the blast radius (read-only)
-	$(call need,DB)$(call need,REGISTRY)$(call need,REPORT_DIR)
+	$(call need,DB REGISTRY REPORT_DIR)
 	$(TOOL) inspect $(RUNBOOK_ARGS)
 
-identity-plan: $(STAMP) ## Runbook 2: the plan (read-only); RESOLUTIONS= optional
-	$(call need,DB)$(call need,REGISTRY)$(call need,REPORT_DIR)
-	$(TOOL) plan $(RUNBOOK_ARGS) $(if $(RESOLUTIONS),--resolutions "$(RESOLUTIONS)") $(if $(PLAN),--out "$(PLAN)")
+identity-plan: $(STAMP) ## Runbook 2: the plan (read-only), --detailed-exitcode: 0 nothing to do, 4 go, 3 blocked
+	$(call need,DB REGISTRY REPORT_DIR)
+	$(TOOL) plan $(RUNBOOK_ARGS) --detailed-exitcode $(if $(RESOLUTIONS),--resolutions "$(RESOLUTIONS)") $(if $(PLAN),--out "$(PLAN)")
 
 identity-resolve: $(STAMP) ## Runbook 3: decide collisions; KEEP=shadow|canonical|newest or prompts
-	$(call need,DB)$(call need,REGISTRY)$(call need,REPORT_DIR)
+	$(call need,DB REGISTRY REPORT_DIR)
 	$(TOOL) resolve $(RUNBOOK_ARGS) $(if $(KEEP),--keep $(KEEP)) $(if $(RESOLUTIONS),--out "$(RESOLUTIONS)")
 
-identity-apply: $(STAMP) ## Runbook 4: migrate; PLAN= required, RESOLUTIONS= if any
-	$(call need,DB)$(call need,REGISTRY)$(call need,REPORT_DIR)$(call need,PLAN)
-	$(TOOL) apply $(RUNBOOK_ARGS) --plan "$(PLAN)" $(if $(RESOLUTIONS),--resolutions "$(RESOLUTIONS)")
+identity-apply: $(STAMP) ## Runbook 5: migrate; PLAN= required, RESOLUTIONS= if any, YES=1 off a terminal
+	$(call need,DB REGISTRY REPORT_DIR PLAN)
+	$(TOOL) apply $(RUNBOOK_ARGS) --plan "$(PLAN)" $(if $(RESOLUTIONS),--resolutions "$(RESOLUTIONS)") $(yes_flag)
 
-identity-verify: $(STAMP) ## Runbook 5: check the postconditions; APPLY_REPORT= and BACKUP= optional
-	$(call need,DB)$(call need,REGISTRY)$(call need,REPORT_DIR)
+identity-verify: $(STAMP) ## Runbook 6: check the postconditions; APPLY_REPORT= and BACKUP= optional
+	$(call need,DB REGISTRY REPORT_DIR)
 	$(TOOL) verify $(RUNBOOK_ARGS) $(if $(APPLY_REPORT),--report "$(APPLY_REPORT)") $(if $(BACKUP),--backup "$(BACKUP)")
 
 clean: ## Remove the venv, caches and demo output
