@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-import atocore_identity.applier as applier
-import atocore_identity.commands as commands
+import atocore_identity.commands.base as base
 import atocore_identity.database as database
+import atocore_identity.transaction as transaction
 from conftest import build_db, rows, run_cli, write_registry
 
 REGISTRY = [
@@ -97,7 +97,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], Callable[[], No
         conn.set_trace_callback(seen.append)
         return conn
 
-    modules = [m for m in (database, applier, commands) if hasattr(m, "open_database")]
+    modules = [m for m in (database, transaction, base) if hasattr(m, "open_database")]
     for module in modules:
         monkeypatch.setattr(module, "open_database", traced_open)
 

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from atocore_identity.reports import read_companion
+from atocore_identity.companion import StateRecord, read_records
 from conftest import build_db, content_digest, run_cli, write_registry
 from model import expected, load
 
@@ -195,9 +195,9 @@ def archive_of(report_dir: Path) -> dict[str, dict[str, Any]]:
             applied.append(doc)
     assert len(applied) == 1, applied
     out: dict[str, dict[str, Any]] = {}
-    for rec in read_companion(report_dir / applied[0]["companion"]):
-        if rec["record"] == "state" and rec["outcome"] in ("duplicate", "history"):
-            out[rec["row"]["id"]] = rec["row"]
+    for rec in read_records(report_dir / applied[0]["companion"]):
+        if isinstance(rec, StateRecord) and rec.archived:
+            out[rec.row["id"]] = rec.row
     return out
 
 

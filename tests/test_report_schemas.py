@@ -17,7 +17,10 @@ from conftest import run_cli
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "docs" / "schemas"
 KINDS = ("inspect", "plan", "resolve", "apply", "verify")
-NAME = re.compile(r"^(inspect|plan|resolve|apply|verify)-\d{8}T\d{6}\.\d{6}Z\.json$")
+# refusals and interruptions of apply are named so `apply-*.json` never matches them
+NAME = re.compile(
+    r"^((refused-|interrupted-)?apply|inspect|plan|resolve|verify)-\d{8}T\d{6}\.\d{6}Z\.json$"
+)
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -164,7 +167,10 @@ def test_default_report_names_carry_kind_and_microsecond_time(runbook: dict[str,
         if path.name in chosen:
             continue
         assert NAME.match(path.name), path.name
-        assert path.name.startswith(doc["kind"] + "-")
+        prefix = doc["kind"] + "-"
+        if doc.get("status") in ("refused", "interrupted"):
+            prefix = f"{doc['status']}-{prefix}"
+        assert path.name.startswith(prefix)
 
 
 def test_files_named_by_reports_sit_beside_them(runbook: dict[str, Any]) -> None:

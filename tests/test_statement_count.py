@@ -8,7 +8,8 @@ from pathlib import Path
 
 from atocore_identity.database import open_database
 from atocore_identity.demo import schema_sql
-from atocore_identity.planner import Plan, build_plan
+from atocore_identity.plan_objects import Plan
+from atocore_identity.planner import build_plan
 from atocore_identity.registry import load_registry
 from atocore_identity.targets import resolve_targets
 from conftest import DEFAULT_REGISTRY, write_registry

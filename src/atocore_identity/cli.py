@@ -7,12 +7,16 @@ stderr and an exit code. Everything a person reads while a command works
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -25,16 +29,22 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from atocore_identity import __version__, commands, views
+from atocore_identity import __version__
+from atocore_identity.commands import apply as apply_cmd
+from atocore_identity.commands import inspect as inspect_cmd
+from atocore_identity.commands import plan as plan_cmd
+from atocore_identity.commands import resolve as resolve_cmd
+from atocore_identity.commands import verify as verify_cmd
+from atocore_identity.commands.base import Inputs
 from atocore_identity.demo import write_demo
 from atocore_identity.errors import (
     EXIT_BAD_INPUT,
-    EXIT_CHANGES_PENDING,
-    EXIT_CHECK_FAILED,
+    EXIT_BUG,
     EXIT_OK,
     EXIT_REFUSED,
-    BadInput,
+    EXIT_SIGINT,
     IdentityError,
+    Interrupted,
     Refused,
 )
 from atocore_identity.options import (
@@ -49,7 +59,7 @@ from atocore_identity.options import (
     resolve_registry,
     resolve_report_dir,
 )
-from atocore_identity.planner import Collision, Plan
+from atocore_identity.plan_objects import Collision, Plan
 from atocore_identity.render import FORMATS, Doc, emit
 from atocore_identity.resolutions import KEEP_RULES
 from atocore_identity.targets import load_config_columns
@@ -97,16 +107,39 @@ class Phases:
                 self.task = None
 
 
-def build_inputs(common: Common) -> commands.Inputs:
+@dataclass(frozen=True)
+class Run:
+    """What a subcommand gets once the shared options are resolved."""
+
+    inputs: Inputs
+    phases: Phases
+    quiet: bool
+
+
+def build_inputs(common: Common, phases: Phases) -> Inputs:
     extra = list(common.columns)
     if common.config is not None:
         extra = load_config_columns(common.config) + extra
-    return commands.Inputs(
+    return Inputs(
         resolve_db(common.db),
         resolve_registry(common.registry),
         resolve_report_dir(common.report_dir),
+        common.busy_timeout,
         tuple(extra),
+        phases,
     )
+
+
+def with_run(f: Callable[..., int]) -> Callable[..., int]:
+    """Stack the shared options and resolve them once into a ``Run``."""
+
+    @common_options
+    @functools.wraps(f)
+    def wrapper(common: Common, **kwargs: Any) -> int:
+        phases = Phases(common.quiet, common.verbose)
+        return f(Run(build_inputs(common, phases), phases, common.quiet), **kwargs)
+
+    return wrapper
 
 
 def is_terminal() -> bool:
@@ -126,8 +159,8 @@ def cli() -> None:
 # -- inspect ---------------------------------------------------------------
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
-@common_options
+@cli.command(epilog=EXIT_CODES_HELP, short_help="Show the blast radius (read-only).")
+@with_run
 @format_option
 @click.option(
     "--sql",
@@ -135,29 +168,24 @@ def cli() -> None:
     is_flag=True,
     help="Print the exact read-only SQL inspect runs (sqlite3-shell ready).",
 )
-def inspect(
-    common: Common,
-    fmt: str,
-    show_sql: bool,
-) -> None:
+def inspect(run: Run, fmt: str, show_sql: bool) -> int:
     """Show the blast radius: every alias-keyed row, by table and status."""
-    inputs = build_inputs(common)
-    phases = Phases(common.quiet, common.verbose)
-    with phases.running():
-        outcome = commands.run_inspect(inputs, phases)
-    if outcome.warning and not common.quiet:
+    with run.phases.running():
+        outcome = inspect_cmd.run(run.inputs)
+    if outcome.warning and not run.quiet:
         click.echo(f"Warning: {outcome.warning}", err=True)
     if show_sql and fmt != "json":
         click.echo("\n".join(q.rstrip() + ";" for q in outcome.statements))
-        return
-    emit(views.inspect_doc(outcome), fmt, outcome.payload)
+    else:
+        emit(inspect_cmd.view(outcome), fmt, outcome.payload)
+    return outcome.exit_code
 
 
 # -- plan ------------------------------------------------------------------
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
-@common_options
+@cli.command(epilog=EXIT_CODES_HELP, short_help="Compute the migration plan (read-only).")
+@with_run
 @click.option(
     "--format",
     "fmt",
@@ -177,30 +205,21 @@ def inspect(
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
-    help="Exit 0 nothing to do, 4 changes pending and applicable, 3 apply would refuse.",
+    help="Exit 0 nothing to do; 4 changes pending and applicable; 3 apply would refuse.",
 )
 def plan(
-    common: Common,
-    fmt: str,
-    resolutions: Path | None,
-    out: Path | None,
-    detailed_exitcode: bool,
-) -> None:
+    run: Run, fmt: str, resolutions: Path | None, out: Path | None, detailed_exitcode: bool
+) -> int:
     """Compute the migration plan, print it, and write a plan report."""
-    inputs = build_inputs(common)
-    phases = Phases(common.quiet, common.verbose)
-    with phases.running():
-        outcome = commands.run_plan(inputs, resolutions, out, phases)
+    with run.phases.running():
+        outcome = plan_cmd.run(run.inputs, resolutions, out, detailed_exitcode)
     if fmt == "sql":
         click.echo(outcome.script, nl=False)
     else:
-        emit(views.plan_doc(outcome), fmt, outcome.payload)
-    if not common.quiet and fmt != "text":
+        emit(plan_cmd.view(outcome), fmt, outcome.payload)
+    if not run.quiet and fmt != "text":
         click.echo(f"plan report: {outcome.report}", err=True)
-    if detailed_exitcode:
-        p = outcome.plan
-        code = EXIT_REFUSED if p.blockers else (EXIT_OK if p.is_empty else EXIT_CHANGES_PENDING)
-        sys.exit(code)
+    return outcome.exit_code
 
 
 # -- resolve -----------------------------------------------------------------
@@ -210,7 +229,7 @@ def prompt_choice(collision: Collision) -> str | None:
     """Ask on the terminal which candidate wins; 's' skips."""
     doc = Doc()
     doc.heading(f"{collision.canonical_id}  {collision.ref}")
-    views.collision_table(doc, collision, numbered=True)
+    plan_cmd.collision_table(doc, collision, numbered=True)
     emit(doc, "text", None, out=sys.stderr)
     choices = [str(i + 1) for i in range(len(collision.candidates))] + ["s"]
     answer = click.prompt(
@@ -224,14 +243,14 @@ def prompt_choice(collision: Collision) -> str | None:
     return collision.candidates[int(answer) - 1].id
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
-@common_options
+@cli.command(epilog=EXIT_CODES_HELP, short_help="Decide which row wins each collision.")
+@with_run
 @format_option
 @click.option(
     "--keep",
     type=click.Choice(KEEP_RULES),
     default=None,
-    help="Decide every collision: the shadow's row, the canonical row's, or the newest.",
+    help="Decide every collision: the shadow's row; the canonical row's; or the newest.",
 )
 @click.option(
     "--pick",
@@ -248,19 +267,12 @@ def prompt_choice(collision: Collision) -> str | None:
     metavar="FILE",
     help="Where to write the resolutions file.",
 )
-def resolve(
-    common: Common,
-    fmt: str,
-    keep: str | None,
-    picks: tuple[str, ...],
-    out: Path | None,
-) -> None:
+def resolve(run: Run, fmt: str, keep: str | None, picks: tuple[str, ...], out: Path | None) -> int:
     """Decide which row wins each project_state collision; write a resolutions file."""
-    inputs = build_inputs(common)
-    phases = Phases(common.quiet, common.verbose)
     chooser = prompt_choice if (keep is None and is_terminal() and fmt != "json") else None
-    outcome = commands.run_resolve(inputs, keep, picks, chooser, out, phases)
-    emit(views.resolve_doc(outcome), fmt, outcome.payload)
+    outcome = resolve_cmd.run(run.inputs, keep, picks, chooser, out)
+    emit(resolve_cmd.view(outcome), fmt, outcome.payload)
+    return outcome.exit_code
 
 
 # -- apply -------------------------------------------------------------------
@@ -268,14 +280,14 @@ def resolve(
 
 def confirm_on_terminal(plan: Plan) -> bool:
     doc = Doc()
-    views.plan_summary(doc, plan)
+    plan_cmd.plan_summary(doc, plan)
     emit(doc, "text", None, out=sys.stderr)
-    click.echo(views.confirm_text(plan), err=True)
+    click.echo(plan_cmd.confirm_text(plan), err=True)
     return click.confirm("Apply this migration now?", default=False, err=True)
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
-@common_options
+@cli.command(epilog=EXIT_CODES_HELP, short_help="Migrate in one transaction.")
+@with_run
 @format_option
 @click.option(
     "--plan",
@@ -283,7 +295,7 @@ def confirm_on_terminal(plan: Plan) -> bool:
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     metavar="FILE",
-    shell_complete=complete_reports("plan-*.json"),
+    shell_complete=complete_reports("plan"),
     help="Refuse unless the database still matches this plan report's fingerprint.",
 )
 @resolutions_option
@@ -292,56 +304,39 @@ def confirm_on_terminal(plan: Plan) -> bool:
     "--allow-empty", is_flag=True, help="Succeed (and report) when there is nothing to do."
 )
 @click.option("--no-backup", is_flag=True, help="Skip the backup (only if you have your own).")
-@click.option(
-    "--busy-timeout",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long to wait for a live writer's lock.",
-)
 def apply(
-    common: Common,
+    run: Run,
     fmt: str,
     plan_file: Path | None,
     resolutions: Path | None,
     yes: bool,
     allow_empty: bool,
     no_backup: bool,
-    busy_timeout: float,
-) -> None:
+) -> int:
     """Migrate in one transaction, with a backup and postcondition checks."""
-    inputs = build_inputs(common)
     if yes:
         confirm = None
     elif is_terminal():
         confirm = confirm_on_terminal
     else:
         raise Refused("no terminal to confirm on", "pass --yes to apply without a prompt")
-    request = commands.ApplyRequest(
-        plan_file=plan_file,
-        resolutions=resolutions,
-        allow_empty=allow_empty,
-        backup=not no_backup,
-        busy_timeout=busy_timeout,
-        confirm=confirm,
-    )
-    phases = Phases(common.quiet, common.verbose)
+    options = apply_cmd.ApplyOptions(plan_file, resolutions, allow_empty, not no_backup)
     if confirm is None:
-        with phases.running():
-            outcome = commands.run_apply_command(inputs, request, phases)
+        with run.phases.running():
+            outcome = apply_cmd.run(run.inputs, options, confirm)
     else:
-        outcome = commands.run_apply_command(inputs, request, phases)
+        outcome = apply_cmd.run(run.inputs, options, confirm)
     if outcome.warning:
         click.echo(f"Warning: {outcome.warning}", err=True)
-    emit(views.apply_doc(outcome), fmt, outcome.payload)
+    emit(apply_cmd.view(outcome), fmt, outcome.payload)
+    return outcome.exit_code
 
 
 # -- verify -------------------------------------------------------------------
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
-@common_options
+@cli.command(epilog=EXIT_CODES_HELP, short_help="Check the postconditions (exit 1 on failure).")
+@with_run
 @format_option
 @click.option(
     "--report",
@@ -349,7 +344,7 @@ def apply(
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     metavar="APPLY_REPORT",
-    shell_complete=complete_reports("apply-*.json"),
+    shell_complete=complete_reports("apply"),
     help="Check every moved row is where this apply report says.",
 )
 @click.option(
@@ -357,36 +352,29 @@ def apply(
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     metavar="FILE",
-    shell_complete=complete_reports("backup-*.db"),
+    shell_complete=complete_reports("backup"),
     help="Check conservation: every backup row is in the database or the archive.",
 )
-def verify(
-    common: Common,
-    fmt: str,
-    apply_report: Path | None,
-    backup: Path | None,
-) -> None:
+def verify(run: Run, fmt: str, apply_report: Path | None, backup: Path | None) -> int:
     """Check the postconditions; exit 0 when all pass, 1 when any fails."""
-    inputs = build_inputs(common)
-    phases = Phases(common.quiet, common.verbose)
-    with phases.running():
-        outcome = commands.run_verify_command(inputs, apply_report, backup, phases)
-    emit(views.verify_doc(outcome), fmt, outcome.payload)
-    if not outcome.result.ok:
-        sys.exit(EXIT_CHECK_FAILED)
+    with run.phases.running():
+        outcome = verify_cmd.run(run.inputs, apply_report, backup)
+    emit(verify_cmd.view(outcome), fmt, outcome.payload)
+    return outcome.exit_code
 
 
 # -- demo ---------------------------------------------------------------------
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
+@cli.command(epilog=EXIT_CODES_HELP, short_help="Write a small legacy database to try the tool.")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=Path("demo"))
 @click.option("--force", is_flag=True, help="Replace demo files that already exist.")
-def demo(directory: Path, force: bool) -> None:
+def demo(directory: Path, force: bool) -> int:
     """Write a small legacy database and registry to DIRECTORY (default ./demo)."""
     db, registry = write_demo(directory, force)
     click.echo(f"database: {db}\nregistry: {registry}", err=True)
     click.echo(f"try: atocore-identity inspect --db {db} --registry {registry}", err=True)
+    return EXIT_OK
 
 
 # -- the one place errors become exit codes -----------------------------------
@@ -397,11 +385,25 @@ def one_line(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; the only caller of sys.exit."""
+    sys.exit(run_main(argv))
+
+
+def run_main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or bool(os.environ.get("ATOCORE_IDENTITY_DEBUG"))
+    # SIGINT and SIGTERM alike unwind through every finally: an open write
+    # rolls back, temp files go, and an apply records the attempt.
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        cli.main(args=args, prog_name="atocore-identity", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="atocore-identity", standalone_mode=False)
+        return rv if isinstance(rv, int) else EXIT_OK
     except IdentityError as exc:
         if debug:
             traceback.print_exc()
@@ -409,33 +411,34 @@ def main(argv: list[str] | None = None) -> None:
         if exc.hint:
             line += f"; {exc.hint}"
         click.echo(one_line(line), err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Error: aborted; nothing was changed", err=True)
-        sys.exit(EXIT_REFUSED)
+        return exc.exit_code
+    except Interrupted as exc:
+        name = "interrupted (Ctrl-C)" if exc.signum == signal.SIGINT else "terminated (SIGTERM)"
+        click.echo(f"Error: {name}; an unfinished write rolled back, nothing changed", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            click.echo("Error: interrupted (Ctrl-C); nothing was changed", err=True)
+            return EXIT_SIGINT
+        click.echo("Error: aborted at the prompt; nothing was changed", err=True)
+        return EXIT_REFUSED
     except click.ClickException as exc:
         # One line, like every other error; --help still shows the full usage.
         line = f"Error: {exc.format_message()}"
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             line += f"; see '{exc.ctx.command_path} --help'"
-        click.echo(line, err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        click.echo(one_line(line), err=True)
+        return EXIT_BAD_INPUT
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("Error: interrupted; an unfinished apply rolls back on its own", err=True)
-        sys.exit(130)
+        return exc.exit_code
     except BrokenPipeError:
-        sys.exit(EXIT_OK)
+        return EXIT_OK
     except Exception as exc:
         if debug:
             traceback.print_exc()
         click.echo(
-            f"Error: unexpected {type(exc).__name__}: {exc}; run again with --debug"
-            " for the traceback",
+            f"Error: unexpected {type(exc).__name__}: {exc}; this is a bug in atocore-identity:"
+            " rerun with --debug and report the traceback",
             err=True,
         )
-        sys.exit(EXIT_BAD_INPUT)
-
-
-__all__ = ["BadInput", "cli", "main"]
+        return EXIT_BUG

@@ -11,13 +11,19 @@ EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 3
 EXIT_CHANGES_PENDING = 4  # plan --detailed-exitcode only
+EXIT_BUG = 70  # BSD sysexits EX_SOFTWARE: an unexpected exception
+EXIT_SIGINT = 130  # 128 + SIGINT, as shells report it
+EXIT_SIGTERM = 143  # 128 + SIGTERM
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_CHECK_FAILED: "a check failed (verify)",
     EXIT_BAD_INPUT: "bad input or usage",
-    EXIT_REFUSED: "refused by a safety rail; the database was not changed",
-    EXIT_CHANGES_PENDING: "plan --detailed-exitcode: changes pending and applicable",
+    EXIT_REFUSED: "refused by a safety rail (the database was not changed)",
+    EXIT_CHANGES_PENDING: "changes pending (plan --detailed-exitcode)",
+    EXIT_BUG: "an unexpected error (a bug: rerun with --debug and report it)",
+    EXIT_SIGINT: "interrupted by Ctrl-C (SIGINT)",
+    EXIT_SIGTERM: "terminated by SIGTERM",
 }
 
 
@@ -63,7 +69,11 @@ class Refused(IdentityError):
     exit_code = EXIT_REFUSED
 
 
-class CheckFailed(IdentityError):
-    """verify found a failing postcondition."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; raised by the CLI's signal handler so every
+    ``finally`` runs (rollback, temp files removed) before the process exits."""
 
-    exit_code = EXIT_CHECK_FAILED
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -7,6 +7,8 @@ Also the one place that resolves paths from options and the environment
 from __future__ import annotations
 
 import functools
+import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,15 +18,11 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
-from atocore_identity.errors import BadInput
+from atocore_identity.errors import EXIT_CODES, BadInput
 from atocore_identity.render import FORMATS
 from atocore_identity.targets import OWNED
 
-EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 a check failed (verify); 2 bad input or usage; "
-    "3 refused by a safety rail (the database was not changed); "
-    "4 changes pending (plan --detailed-exitcode)."
-)
+EXIT_CODES_HELP = "Exit codes: " + "; ".join(f"{c} {m}" for c, m in EXIT_CODES.items()) + "."
 
 
 def resolve_db(value: Path | None) -> Path:
@@ -74,20 +72,78 @@ def _report_dir_from(ctx: click.Context) -> Path:
         return Path("data/migrations")
 
 
+def _report_kind(path: Path) -> tuple[str | None, str | None, str | None]:
+    """(kind, status, resolutions) of a report file, or Nones if it is not one."""
+    try:
+        if path.stat().st_size > 64 * 1024 * 1024:
+            return None, None, None
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None, None
+    if not isinstance(doc, dict) or "report_version" not in doc:
+        return None, None, None
+    kind, status, res = doc.get("kind"), doc.get("status"), doc.get("resolutions")
+    return (
+        kind if isinstance(kind, str) else None,
+        status if isinstance(status, str) else None,
+        res if isinstance(res, str) else None,
+    )
+
+
+def _search_dirs(ctx: click.Context, incomplete: str) -> list[Path]:
+    """The report dir, and the directory the operator is typing in (or the cwd)."""
+    typed = Path(incomplete).parent if incomplete else Path(".")
+    dirs = [_report_dir_from(ctx), typed]
+    out: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in {x.resolve() for x in out}:
+            out.append(d)
+    return out
+
+
+def _shown(directory: Path, path: Path) -> str:
+    return str(path) if str(directory) != "." else path.name
+
+
 def complete_reports(
-    pattern: str,
+    kind: str,
 ) -> Callable[[click.Context, click.Parameter, str], list[CompletionItem]]:
-    """Complete report files of one kind from the report dir, newest first."""
+    """Complete files by what they are, read from their content, newest first:
+    ``plan`` reports (made with the given --resolutions first), ``resolve``
+    files, ``apply`` reports that applied, ``backup`` databases."""
 
     def complete(
         ctx: click.Context, param: click.Parameter, incomplete: str
     ) -> list[CompletionItem]:
-        directory = _report_dir_from(ctx)
-        if not directory.is_dir():
-            return [CompletionItem(incomplete, type="file")]
-        found = sorted(directory.glob(pattern), reverse=True)
-        items = [str(p) for p in found if str(p).startswith(incomplete)]
-        return [CompletionItem(i) for i in items] or [CompletionItem(incomplete, type="file")]
+        found: list[tuple[int, float, str, str]] = []
+        wanted_res = ctx.params.get("resolutions")
+        for directory in _search_dirs(ctx, incomplete):
+            pattern = "backup-*.db" if kind == "backup" else "*.json"
+            for path in directory.glob(pattern):
+                shown = _shown(directory, path)
+                if not shown.startswith(incomplete) or not path.is_file():
+                    continue
+                rank, help_text = 0, kind
+                if kind != "backup":
+                    got, status, res = _report_kind(path)
+                    if got != kind:
+                        continue
+                    if kind == "apply" and status not in ("applied", "committing"):
+                        continue
+                    help_text = f"{kind} {status}" if status else kind
+                    if kind == "plan" and wanted_res and res is not None:
+                        rank = 0 if Path(res).resolve() == Path(wanted_res).resolve() else 1
+                    elif kind == "plan" and wanted_res:
+                        rank = 1
+                found.append((rank, -path.stat().st_mtime, shown, help_text))
+        found.sort()
+        seen: set[str] = set()
+        items = []
+        for _, _, shown, help_text in found:
+            if shown not in seen:
+                seen.add(shown)
+                items.append(CompletionItem(shown, help=help_text))
+        return items or [CompletionItem(incomplete, type="file")]
 
     return complete
 
@@ -105,7 +161,7 @@ def complete_picks(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
     """CATEGORY/KEY=ROW_ID for every candidate of every current collision."""
-    from atocore_identity.commands import Inputs, read_session
+    from atocore_identity.commands.base import Inputs, read_session
     from atocore_identity.errors import IdentityError
     from atocore_identity.planner import build_plan
 
@@ -113,7 +169,7 @@ def complete_picks(
     if found is None:
         return []
     try:
-        with read_session(Inputs(found[0], found[1], Path("."))) as s:
+        with read_session(Inputs(found[0], found[1], Path("."), 1.0)) as s:
             plan = build_plan(s.conn, s.registry, s.targets, s.missing)
     except IdentityError:
         return []
@@ -202,12 +258,52 @@ resolutions_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     metavar="FILE",
-    shell_complete=complete_reports("resolve-*.json"),
+    shell_complete=complete_reports("resolve"),
     help="Collision decisions written by `resolve`.",
 )
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="Say each phase on stderr.")
-debug_option = click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+# main reads --debug from argv before Click runs, so it also covers errors
+# raised while parsing; the option only has to be accepted and documented.
+debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, help="Show the traceback of an error."
+)
+
+BUSY_TIMEOUT_DEFAULT = 30.0
+# SQLite takes the busy timeout in whole milliseconds as a C int: beyond
+# this it wraps around to "do not wait".
+BUSY_TIMEOUT_MAX = 2_147_483.0
+
+
+class Seconds(click.ParamType[float]):
+    """A finite number of seconds within SQLite's busy-timeout range."""
+
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or not 0 <= seconds <= BUSY_TIMEOUT_MAX:
+            self.fail(
+                f"{value!r} is out of range: give seconds from 0 to {BUSY_TIMEOUT_MAX:g}",
+                param,
+                ctx,
+            )
+        return seconds
+
+
+busy_timeout_option = click.option(
+    "--busy-timeout",
+    type=Seconds(),
+    default=BUSY_TIMEOUT_DEFAULT,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for another process's lock.",
+)
 
 
 @dataclass(frozen=True)
@@ -219,9 +315,9 @@ class Common:
     report_dir: Path | None
     columns: tuple[str, ...]
     config: Path | None
+    busy_timeout: float
     quiet: bool
     verbose: bool
-    debug: bool
 
 
 COMMON = (
@@ -230,9 +326,9 @@ COMMON = (
     ("report_dir", report_dir_option),
     ("columns", column_option),
     ("config", config_option),
+    ("busy_timeout", busy_timeout_option),
     ("quiet", quiet_option),
     ("verbose", verbose_option),
-    ("debug", debug_option),
 )
 
 
@@ -246,4 +342,4 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
     for _, option in reversed(COMMON):
         wrapper = option(wrapper)
-    return wrapper
+    return debug_option(wrapper)

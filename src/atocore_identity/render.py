@@ -59,10 +59,6 @@ def _cell(value: Any) -> str:
     return text
 
 
-def stdout_console() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
-
-
 def emit(doc: Doc, fmt: str, payload: dict[str, Any] | None, out: TextIO | None = None) -> None:
     """Write ``doc`` (or ``payload`` for json) to stdout in format ``fmt``."""
     stream = out or sys.stdout

@@ -1,29 +1,23 @@
-"""JSON reports and their gzip JSON-lines companions (SPEC §4).
+"""Report files: the shared envelope, reading them back, and atomic writing (SPEC §4).
 
-plan and apply write the same companion (``write_companion``): the plan's
-row-level detail, streamed from the planner's TEMP tables.
-
-Every report is written atomically: a private temporary file in the report
-directory, fsync, then a hard link to its final name, which fails instead of
-overwriting, so two runs in the same second (or microsecond) never clobber
+The companion's format lives in ``companion.py``; it publishes through the
+same atomic writer. Every report is written atomically: a private temporary
+file in the report directory, fsync, then a hard link to its final name,
+which fails instead of overwriting, so two runs in the same second (or microsecond) never clobber
 each other and a symlink planted at the path is never followed.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import secrets
-import sqlite3
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from atocore_identity import __version__
-from atocore_identity.errors import Refused
-from atocore_identity.planner import Plan, iter_rekeyed, iter_state_rows, iter_superseded
+from atocore_identity.errors import BadInput, Refused
 
 REPORT_VERSION = 1
 
@@ -60,13 +54,13 @@ def ensure_report_dir(path: Path) -> Path:
     return path
 
 
-def _private_temp(directory: Path, suffix: str) -> tuple[Path, int]:
+def private_temp(directory: Path, suffix: str) -> tuple[Path, int]:
     path = directory / f".tmp-{secrets.token_hex(8)}{suffix}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     return path, fd
 
 
-def _publish(tmp: Path, final: Path) -> None:
+def publish(tmp: Path, final: Path) -> None:
     """Give a finished temp file its final name; refuse to replace anything."""
     try:
         os.link(tmp, final)
@@ -97,7 +91,7 @@ def _write_temp_json(path: Path, payload: dict[str, Any]) -> Path:
     """``payload`` in a private, fsynced temporary file beside ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp, fd = _private_temp(path.parent, ".json")
+        tmp, fd = private_temp(path.parent, ".json")
     except OSError as exc:
         raise Refused(
             f"cannot write report {path}: {exc.strerror}", "pass a writable --report-dir or --out"
@@ -121,7 +115,7 @@ def _write_temp_json(path: Path, payload: dict[str, Any]) -> Path:
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to a new ``path`` atomically with owner-only permissions."""
-    _publish(_write_temp_json(path, payload), path)
+    publish(_write_temp_json(path, payload), path)
     return path
 
 
@@ -129,54 +123,6 @@ def replace_json(path: Path, payload: dict[str, Any]) -> Path:
     """Atomically rewrite a report this run created moments ago (status updates)."""
     os.replace(_write_temp_json(path, payload), path)
     return path
-
-
-class Companion:
-    """A gzip JSON-lines file of row-level detail, published atomically on close."""
-
-    def __init__(self, final: Path) -> None:
-        self.final = final
-        self.tmp, fd = _private_temp(final.parent, ".jsonl.gz")
-        self._raw = os.fdopen(fd, "wb")
-        self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1)
-        self._pending: list[str] = []
-        self.records = 0
-
-    def write(self, record: dict[str, Any]) -> None:
-        # Lines are buffered and compressed in batches: one gzip call per
-        # record costs more than encoding the record.
-        self._pending.append(json.dumps(record, ensure_ascii=False, default=str))
-        self.records += 1
-        if len(self._pending) >= 1000:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            self._gz.write(("\n".join(self._pending) + "\n").encode("utf-8", "surrogatepass"))
-            self._pending = []
-
-    def close(self) -> Path:
-        self._flush()
-        self._gz.close()
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
-        self._raw.close()
-        _publish(self.tmp, self.final)
-        return self.final
-
-    def discard(self) -> None:
-        try:
-            self._gz.close()
-            self._raw.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
-def read_companion(path: Path) -> Iterable[dict[str, Any]]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
 
 
 def envelope(
@@ -210,8 +156,6 @@ def envelope(
 
 def load_report(path: Path, kind: str | None = None) -> dict[str, Any]:
     """Read a report file; BadInput-style Refused naming the file on any problem."""
-    from atocore_identity.errors import BadInput
-
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -228,60 +172,10 @@ def load_report(path: Path, kind: str | None = None) -> dict[str, Any]:
     return doc
 
 
-def write_companion(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path:
-    """Stream the plan's row-level detail (the archive, the moves) to a companion."""
-    comp = Companion(path)
-    try:
-        for g in plan.groups:
-            renamed = g.renamed_shadow
-            if renamed is not None:
-                comp.write(
-                    {
-                        "record": "project",
-                        "action": "rename",
-                        "id": renamed.id,
-                        "name": renamed.name,
-                        "canonical_id": g.canonical_id,
-                    }
-                )
-            for s in g.deleted_shadows:
-                comp.write(
-                    {
-                        "record": "project",
-                        "action": "delete",
-                        "id": s.id,
-                        "name": s.name,
-                        "canonical_id": g.canonical_id,
-                        "target_row_id": g.target_row_id,
-                    }
-                )
-        if plan.survey.has_state and plan.groups:
-            for rec in iter_state_rows(conn):
-                comp.write({"record": "state", **rec})
-        for target in plan.survey.targets:
-            for canonical, ids, olds in iter_rekeyed(conn, target):
-                comp.write(
-                    {
-                        "record": "rekey",
-                        "table": target.table,
-                        "column": target.column,
-                        "key": target.key,
-                        "to": canonical,
-                        "ids": ids,
-                        "from": olds,
-                    }
-                )
-        for mid, keeper, canonical in iter_superseded(conn):
-            comp.write(
-                {
-                    "record": "supersede",
-                    "table": "memories",
-                    "id": mid,
-                    "keeper_id": keeper,
-                    "canonical_id": canonical,
-                }
-            )
-    except BaseException:
-        comp.discard()
-        raise
-    return comp.close()
+def companion_of(report_path: Path, report: dict[str, Any]) -> Path | None:
+    """The companion file a report names; relative names sit beside the report."""
+    name = report.get("companion")
+    if not name:
+        return None
+    path = Path(str(name))
+    return path if path.is_absolute() else report_path.parent / path

@@ -7,12 +7,12 @@ planner refuses a decision whose rows or values have changed since (stale).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from atocore_identity.errors import BadInput
-from atocore_identity.planner import Candidate, Collision, Decision
+from atocore_identity.plan_objects import Candidate, Collision, Decision
 from atocore_identity.reports import load_report
 
 KEEP_RULES = ("shadow", "canonical", "newest")
@@ -95,6 +95,66 @@ def load_decisions(path: Path) -> list[Decision]:
                     ),
                 )
             )
-    except (KeyError, TypeError) as exc:
-        raise BadInput(f"resolutions {path} is malformed (missing {exc})") from None
+    except KeyError as exc:
+        raise BadInput(
+            f"resolutions {path} is malformed: a decision lacks the field {exc}",
+            "write it again with `atocore-identity resolve`",
+        ) from None
+    except (TypeError, AttributeError):
+        raise BadInput(
+            f"resolutions {path} is malformed: 'decisions' must be a list of decision objects",
+            "write it again with `atocore-identity resolve`",
+        ) from None
     return out
+
+
+Chooser = Callable[[Collision], str | None]
+
+
+def choose(
+    collisions: Sequence[Collision],
+    keep: str | None,
+    picks: Sequence[tuple[str, str, str]],
+    chooser: Chooser | None,
+) -> tuple[list[dict[str, Any]], list[Collision]]:
+    """Decide collisions: --pick first, then --keep, then the chooser (prompts).
+
+    Returns the decision records and the collisions left undecided.
+    """
+    chosen: dict[int, tuple[str, str]] = {}  # collision index -> (winner id, rule)
+    for category, key, row_id in picks:
+        hits = [
+            i
+            for i, c in enumerate(collisions)
+            if (c.category, c.key) == (category, key) and row_id in {x.id for x in c.candidates}
+        ]
+        if not hits:
+            known = ", ".join(sorted({c.ref for c in collisions})) or "none"
+            raise BadInput(
+                f"--pick {category}/{key}={row_id}: no collision at {category}/{key} has a"
+                f" candidate row {row_id}",
+                f"current collisions: {known}",
+            )
+        for i in hits:
+            chosen[i] = (row_id, "pick")
+    for i, c in enumerate(collisions):
+        if i in chosen:
+            continue
+        if keep is not None:
+            winner = pick_by_rule(c, keep)
+            if winner is not None:
+                chosen[i] = (winner.id, keep)
+        elif chooser is not None:
+            answer = chooser(c)
+            if answer is not None:
+                chosen[i] = (answer, "interactive")
+    decisions = []
+    undecided = []
+    for i, c in enumerate(collisions):
+        if i not in chosen:
+            undecided.append(c)
+            continue
+        winner_id, rule = chosen[i]
+        winner = next(x for x in c.candidates if x.id == winner_id)
+        decisions.append(decide(c, winner, rule))
+    return decisions, undecided

@@ -35,9 +35,14 @@ class Target:
         return f"{self.table}.{self.column}"
 
     @property
+    def bucket(self) -> str:
+        """How reports count this column: memories, interactions, or extra."""
+        return self.table if (self.table, self.column) in DEFAULT_TARGETS else "extra"
+
+    @property
     def dedupe(self) -> bool:
         """Only memories get SPEC §3's active-duplicate supersession."""
-        return (self.table, self.column) == ("memories", "project")
+        return self.bucket == "memories"
 
 
 @dataclass(frozen=True)

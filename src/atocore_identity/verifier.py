@@ -1,54 +1,53 @@
 """The postconditions as a checklist (SPEC §5 verify).
 
-Read-only. Optionally checks an apply report (every row is where the report
-says) and a backup (conservation: every row of the backup is in the database
-or accounted for by the apply report's archive).
+Read-only. The database checks come from ``checks.py`` (the same apply runs
+before COMMIT). Optionally checks an apply report (every row is where the
+report says) and a backup (conservation: every row of the backup is in the
+database or accounted for by the apply report's archive). Records are read
+through ``companion.read_records`` and streamed into a TEMP table; rekey
+chunks are checked one statement per chunk.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from atocore_identity import checks
+from atocore_identity.checks import Check
+from atocore_identity.companion import (
+    ProjectRecord,
+    RekeyRecord,
+    StateRecord,
+    SupersedeRecord,
+    read_records,
+)
 from atocore_identity.database import quote_ident, quote_literal, table_columns, table_exists
 from atocore_identity.errors import BadInput
-from atocore_identity.planner import survey
 from atocore_identity.registry import Registry
-from atocore_identity.reports import load_report, read_companion
+from atocore_identity.reports import companion_of, load_report
+from atocore_identity.survey import survey
 from atocore_identity.targets import MissingTarget, Target
 
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"check": self.name, "ok": self.ok, "detail": self.detail}
+# apply statuses whose report names rows that moved (committing: the process
+# died at COMMIT; the row checks tell which way it went)
+MOVED = ("applied", "committing")
 
 
 @dataclass
 class VerifyResult:
     checks: list[Check] = field(default_factory=list)
     apply_report: Path | None = None
+    skipped: list[str] = field(default_factory=list)  # checks not run, and how to run them
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
-
-
-def _companion_of(report_path: Path, report: dict[str, Any]) -> Path | None:
-    name = report.get("companion")
-    if not name:
-        return None
-    path = Path(str(name))
-    return path if path.is_absolute() else report_path.parent / path
+        return checks.all_ok(self.checks)
 
 
 def find_apply_report(report_dir: Path, backup: Path) -> Path | None:
@@ -81,197 +80,158 @@ def run_verify(
     report_dir: Path | None = None,
 ) -> VerifyResult:
     result = VerifyResult()
-    add = result.checks.append
     surv = survey(conn, registry, targets, missing)
-
-    shadows = [r for r in surv.project_rows if r.role == "shadow"]
-    add(
-        Check(
-            "no shadow project rows",
-            not shadows,
-            ", ".join(f"{r.name!r} (id {r.id})" for r in shadows[:10]) or "none",
-        )
-    )
-    for target in targets:
-        bad = [
-            n
-            for n in surv.names
-            if (n.table, n.column) == (target.table, target.column)
-            and n.kind in ("alias", "variant")
-        ]
-        detail = ", ".join(f"{n.examples[0]!r}: {n.count}" for n in bad[:10]) or "none"
-        add(Check(f"no alias or variant names in {target.label}", not bad, detail))
-    multi = [g for g in surv.groups().values() if len(g.canonical_rows) > 1]
-    add(
-        Check(
-            "at most one canonical row per project",
-            not multi,
-            ", ".join(g.canonical_id for g in multi) or "ok",
-        )
-    )
-    integrity = [str(r[0]) for r in conn.execute("PRAGMA main.integrity_check")]
-    add(Check("PRAGMA integrity_check", integrity == ["ok"], "; ".join(integrity[:5])))
-    fk = conn.execute("PRAGMA main.foreign_key_check").fetchall()
-    add(Check("PRAGMA foreign_key_check", not fk, f"{len(fk)} violation(s)"))
+    result.checks += [checks.no_shadow_rows(surv), *checks.no_alias_names(surv)]
+    result.checks.append(checks.one_canonical_row(surv))
+    result.checks += _file_checks(conn)
 
     if report_path is None and backup is not None and report_dir is not None:
         report_path = find_apply_report(report_dir, backup)
-    records: list[dict[str, Any]] = []
+    companion: Path | None = None
     if report_path is not None:
         result.apply_report = report_path
-        report = load_report(report_path, "apply")
-        companion = _companion_of(report_path, report)
-        status = report.get("status")
-        add(
+        report = load_apply_report(report_path)
+        result.checks.append(
             Check(
                 "the apply report records a finished apply",
-                status in ("applied", "committing", "empty"),
-                f"status {status!r}",
+                report["status"] in (*MOVED, "empty"),
+                f"status {report['status']!r}",
             )
         )
-        # "committing": written just before COMMIT; the row checks below tell
-        # whether the COMMIT happened.
-        if status in ("applied", "committing"):
-            _check_groups(add, surv, report)
-        if status in ("applied", "committing") and companion is not None:
-            if not companion.exists():
-                raise BadInput(f"the companion {companion} of {report_path} is missing")
-            records = list(_records(companion, kinds=("project", "state", "supersede")))
-            _check_report(conn, add, records, companion, targets)
+        if report["status"] in MOVED:
+            names = [g["canonical_id"] for g in report.get("groups", [])]
+            result.checks.append(checks.one_canonical_row(surv, names))
+            companion = companion_of(report_path, report)
+            if companion is not None:
+                result.checks += _check_report(conn, companion, targets)
+    else:
+        result.skipped.append("rows are where the apply report says: pass --report APPLY_REPORT")
     if backup is not None:
-        _check_backup(conn, add, backup, records, targets)
+        result.checks += _check_backup(conn, backup, companion, targets)
+    else:
+        result.skipped.append(
+            "conservation against the backup: pass --backup REPORT_DIR/backup-….db"
+        )
     return result
 
 
-def _check_groups(add: Any, surv: Any, report: dict[str, Any]) -> None:
-    """Every project the apply migrated has exactly one canonical row."""
-    have = surv.groups()
-    wrong = [
-        g["canonical_id"]
-        for g in report.get("groups", [])
-        if g["canonical_id"] not in have or len(have[g["canonical_id"]].canonical_rows) != 1
-    ]
-    add(
-        Check(
-            "one canonical row for every migrated project",
-            not wrong,
-            ", ".join(wrong) or f"{len(report.get('groups', []))} projects",
+def load_apply_report(path: Path) -> dict[str, Any]:
+    """An apply report; a refusal is bad input here, not a failed migration."""
+    report = load_report(path, "apply")
+    if report.get("status") == "refused":
+        raise BadInput(
+            f"report {path} is a refusal, not an apply: that apply changed nothing",
+            "pass the report of the apply that ran (`atocore-identity history` lists them)",
         )
-    )
+    return report
 
 
-def _records(path: Path, kinds: Iterable[str]) -> Iterable[dict[str, Any]]:
-    wanted = set(kinds)
-    for rec in read_companion(path):
-        if rec.get("record") in wanted:
-            yield rec
+def _file_checks(conn: sqlite3.Connection) -> list[Check]:
+    integrity = [str(r[0]) for r in conn.execute("PRAGMA main.integrity_check")]
+    fk = conn.execute("PRAGMA main.foreign_key_check").fetchall()
+    return [
+        Check("PRAGMA integrity_check", integrity == ["ok"], "; ".join(integrity[:5])),
+        Check("PRAGMA foreign_key_check", not fk, f"{len(fk)} violation(s)"),
+    ]
 
 
-def _load_keys(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+def _expectations(companion: Path) -> Iterator[tuple[Any, ...]]:
+    """(check, key, expected) for every project, state and supersede record."""
+    for rec in read_records(companion):
+        if isinstance(rec, ProjectRecord):
+            if rec.action == "delete":
+                yield ("projects:absent", rec.id, None)
+            else:
+                yield ("projects:name", rec.id, rec.canonical_id)
+        elif isinstance(rec, StateRecord):
+            if rec.archived:
+                yield ("project_state:absent", rec.row["id"], None)
+            else:
+                yield ("project_state:project_id", rec.row["id"], rec.to_project_row)
+        elif isinstance(rec, SupersedeRecord):
+            yield ("memories:status", rec.id, "superseded")
+
+
+def _load_keys(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> int:
     conn.execute("DROP TABLE IF EXISTS temp.ident_verify")
     conn.execute("CREATE TEMP TABLE ident_verify (tab, key, expected)")
-    conn.executemany("INSERT INTO temp.ident_verify VALUES (?, ?, ?)", rows)
+    cur = conn.executemany("INSERT INTO temp.ident_verify VALUES (?, ?, ?)", rows)
+    return max(cur.rowcount, 0)
 
 
-def _check_report(
-    conn: sqlite3.Connection,
-    add: Any,
-    records: list[dict[str, Any]],
-    companion: Path,
-    targets: list[Target],
-) -> None:
+# One statement per kind of expectation: rows that are not where they should be.
+MISPLACED = {
+    "projects:absent": ("projects", 'JOIN main."projects" p ON p."id" = v.key'),
+    "projects:name": (
+        "projects",
+        'LEFT JOIN main."projects" p ON p."id" = v.key WHERE p."name" IS NOT v.expected',
+    ),
+    "project_state:absent": ("project_state", 'JOIN main."project_state" s ON s."id" = v.key'),
+    "project_state:project_id": (
+        "project_state",
+        'LEFT JOIN main."project_state" s ON s."id" = v.key WHERE s."project_id" IS NOT v.expected',
+    ),
+    "memories:status": (
+        "memories",
+        'LEFT JOIN main."memories" m ON m."id" = v.key WHERE m."status" IS NOT v.expected',
+    ),
+}
+
+
+def _check_report(conn: sqlite3.Connection, companion: Path, targets: list[Target]) -> list[Check]:
     """Every moved row is where the apply report says it went."""
-    expect: list[tuple[Any, ...]] = []
-    for rec in records:
-        if rec["record"] == "project":
-            if rec["action"] == "delete":
-                expect.append(("projects:absent", rec["id"], None))
-            else:
-                expect.append(("projects:name", rec["id"], rec["canonical_id"]))
-        elif rec["record"] == "state":
-            row_id = rec["row"]["id"]
-            if rec["outcome"] in ("duplicate", "history"):
-                expect.append(("project_state:absent", row_id, None))
-            else:
-                expect.append(("project_state:project_id", row_id, rec["to_project_row"]))
-        elif rec["record"] == "supersede":
-            expect.append(("memories:status", rec["id"], "superseded"))
-    _load_keys(conn, expect)
-    checks = {
-        "projects:absent": 'SELECT COUNT(*) FROM temp.ident_verify v JOIN main."projects" p'
-        " ON p.\"id\" = v.key WHERE v.tab = 'projects:absent'",
-        "projects:name": 'SELECT COUNT(*) FROM temp.ident_verify v LEFT JOIN main."projects" p'
-        " ON p.\"id\" = v.key WHERE v.tab = 'projects:name'"
-        ' AND p."name" IS NOT v.expected',
-    }
-    if table_exists(conn, "project_state"):
-        checks["project_state:absent"] = (
-            'SELECT COUNT(*) FROM temp.ident_verify v JOIN main."project_state" s'
-            " ON s.\"id\" = v.key WHERE v.tab = 'project_state:absent'"
-        )
-        checks["project_state:project_id"] = (
-            'SELECT COUNT(*) FROM temp.ident_verify v LEFT JOIN main."project_state" s'
-            " ON s.\"id\" = v.key WHERE v.tab = 'project_state:project_id'"
-            ' AND s."project_id" IS NOT v.expected'
-        )
-    if table_exists(conn, "memories"):
-        checks["memories:status"] = (
-            'SELECT COUNT(*) FROM temp.ident_verify v LEFT JOIN main."memories" m'
-            " ON m.\"id\" = v.key WHERE v.tab = 'memories:status'"
-            ' AND m."status" IS NOT v.expected'
-        )
+    total = _load_keys(conn, _expectations(companion))
     wrong = 0
-    for sql in checks.values():
+    for tab, (table, join) in MISPLACED.items():
+        if not table_exists(conn, table):
+            continue
+        where = " AND " if " WHERE " in join else " WHERE "
+        sql = f"SELECT COUNT(*) FROM temp.ident_verify v {join}{where}v.tab = {quote_literal(tab)}"
         (n,) = conn.execute(sql).fetchone()
         wrong += int(n)
-    add(
+    checked, misplaced = _check_rekeys(conn, companion, targets)
+    return [
         Check(
             "project and state rows are where the apply report says",
             wrong == 0,
-            f"{len(expect)} rows checked, {wrong} misplaced",
-        )
-    )
+            f"{total} rows checked, {wrong} misplaced",
+        ),
+        Check(
+            "rekeyed rows hold their canonical id",
+            misplaced == 0,
+            f"{checked} rows checked, {misplaced} misplaced",
+        ),
+    ]
 
-    # Rekeyed rows: stream the id chunks, one check per chunk.
+
+def _check_rekeys(
+    conn: sqlite3.Connection, companion: Path, targets: list[Target]
+) -> tuple[int, int]:
+    """Stream the rekey chunks, one statement per chunk: (checked, misplaced)."""
     by_label = {t.label: t for t in targets}
     checked = misplaced = 0
-    for rec in _records(companion, kinds=("rekey",)):
-        target = by_label.get(f"{rec['table']}.{rec['column']}")
+    for rec in read_records(companion):
+        if not isinstance(rec, RekeyRecord):
+            continue
+        target = by_label.get(f"{rec.table}.{rec.column}")
         if target is None:
             continue
         key_sql = "rowid" if target.key == "rowid" else quote_ident(target.key)
         conn.execute("DELETE FROM temp.ident_verify")
         conn.executemany(
-            "INSERT INTO temp.ident_verify VALUES ('k', ?, NULL)", ((i,) for i in rec["ids"])
+            "INSERT INTO temp.ident_verify VALUES ('k', ?, NULL)", ((i,) for i in rec.ids)
         )
         (n,) = conn.execute(
             f"SELECT COUNT(*) FROM temp.ident_verify v LEFT JOIN main.{quote_ident(target.table)}"
             f" t ON t.{key_sql} = v.key WHERE t.{quote_ident(target.column)}"
-            f" IS NOT {quote_literal(rec['to'])}"
+            f" IS NOT {quote_literal(rec.to)}"
         ).fetchone()
-        checked += len(rec["ids"])
+        checked += len(rec.ids)
         misplaced += int(n)
-    add(
-        Check(
-            "rekeyed rows hold their canonical id",
-            misplaced == 0,
-            f"{checked} rows checked, {misplaced} misplaced",
-        )
-    )
+    return checked, misplaced
 
 
-def _attached(conn: sqlite3.Connection) -> bool:
-    return any(r[1] == "ident_bk" for r in conn.execute("PRAGMA database_list"))
-
-
-def _check_backup(
-    conn: sqlite3.Connection,
-    add: Any,
-    backup: Path,
-    records: list[dict[str, Any]],
-    targets: list[Target],
-) -> None:
-    """Conservation: every row of the backup is in the database or in the archive."""
+def _attach_backup(conn: sqlite3.Connection, backup: Path) -> None:
     if not backup.is_file():
         raise BadInput(f"backup {backup} does not exist", "pass the backup apply wrote")
     try:
@@ -283,72 +243,97 @@ def _check_backup(
             "SELECT COUNT(*) FROM ident_bk.sqlite_master WHERE type = 'table' AND name = 'projects'"
         ).fetchone()
     except sqlite3.Error as exc:
-        if _attached(conn):
-            conn.execute("DETACH DATABASE ident_bk")
+        _detach(conn)
         raise BadInput(f"backup {backup} cannot be opened as SQLite ({exc})") from None
     if not has_projects:
-        conn.execute("DETACH DATABASE ident_bk")
+        _detach(conn)
         raise BadInput(
             f"backup {backup} is not a backup of an AtoCore database (no projects table)",
             "pass the backup-*.db file that apply wrote",
         )
+
+
+def _detach(conn: sqlite3.Connection) -> None:
+    if any(r[1] == "ident_bk" for r in conn.execute("PRAGMA database_list")):
+        conn.execute("DETACH DATABASE ident_bk")
+
+
+def _archive(companion: Path | None) -> tuple[list[tuple[Any, ...]], dict[str, dict[str, Any]]]:
+    """The rows the apply deleted: (table, key) to account for, and archived state rows."""
+    accounted: list[tuple[Any, ...]] = []
+    archived: dict[str, dict[str, Any]] = {}
+    if companion is None:
+        return accounted, archived
+    for rec in read_records(companion):
+        if isinstance(rec, ProjectRecord) and rec.action == "delete":
+            accounted.append(("projects", rec.id, None))
+        elif isinstance(rec, StateRecord) and rec.archived:
+            accounted.append(("project_state", rec.row["id"], None))
+            archived[str(rec.row["id"])] = rec.row
+    return accounted, archived
+
+
+def _check_backup(
+    conn: sqlite3.Connection, backup: Path, companion: Path | None, targets: list[Target]
+) -> list[Check]:
+    """Conservation: every row of the backup is in the database or in the archive."""
+    _attach_backup(conn, backup)
     try:
-        accounted: list[tuple[Any, ...]] = []
-        archived: dict[str, dict[str, Any]] = {}
-        for rec in records:
-            if rec["record"] == "project" and rec["action"] == "delete":
-                accounted.append(("projects", rec["id"], None))
-            elif rec["record"] == "state" and rec["outcome"] in ("duplicate", "history"):
-                accounted.append(("project_state", rec["row"]["id"], None))
-                archived[str(rec["row"]["id"])] = rec["row"]
+        accounted, archived = _archive(companion)
         _load_keys(conn, accounted)
         tables = ["projects", "project_state"] + [t.table for t in targets]
-        lost_total = 0
-        details: list[str] = []
-        for table in dict.fromkeys(tables):
-            have = conn.execute(
-                "SELECT 1 FROM ident_bk.sqlite_master WHERE type='table' AND name=?", (table,)
-            ).fetchone()
-            if not have or not table_exists(conn, table):
-                continue
-            key = "id" if "id" in table_columns(conn, table) else "rowid"
-            k, t = quote_ident(key) if key == "id" else key, quote_ident(table)
-            (lost,) = conn.execute(
-                f"SELECT COUNT(*) FROM ident_bk.{t} b WHERE NOT EXISTS"
-                f" (SELECT 1 FROM main.{t} m WHERE m.{k} = b.{k}) AND NOT EXISTS"
-                f" (SELECT 1 FROM temp.ident_verify a WHERE a.tab = {quote_literal(table)}"
-                f" AND a.key = b.{k})"
-            ).fetchone()
-            lost_total += int(lost)
-            if lost:
-                details.append(f"{table}: {lost} row(s) missing")
-        add(
+        found = [_lost_rows(conn, table) for table in dict.fromkeys(tables)]
+        lost = sum(n for n, _ in found)
+        out = [
             Check(
                 "every backup row is in the database or the archive",
-                lost_total == 0,
-                "; ".join(details) or "all rows accounted for",
+                lost == 0,
+                "; ".join(d for n, d in found if n) or "all rows accounted for",
             )
-        )
+        ]
         if archived and table_exists(conn, "project_state"):
-            ids = list(archived)
-            differ = 0
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                marks = ", ".join("?" for _ in chunk)
-                cur = conn.execute(
-                    f'SELECT * FROM ident_bk."project_state" WHERE "id" IN ({marks})', chunk
-                )
-                names = [c[0] for c in cur.description]
-                for row in cur:
-                    found = dict(zip(names, row, strict=True))
-                    if found != archived[str(found["id"])]:
-                        differ += 1
-            add(
+            differ = _archived_differ(conn, archived)
+            out.append(
                 Check(
                     "archived state rows equal the backup's rows",
                     differ == 0,
-                    f"{len(ids)} archived, {differ} differ",
+                    f"{len(archived)} archived, {differ} differ",
                 )
             )
+        return out
     finally:
-        conn.execute("DETACH DATABASE ident_bk")
+        _detach(conn)
+
+
+def _lost_rows(conn: sqlite3.Connection, table: str) -> tuple[int, str]:
+    """Rows of the backup's ``table`` neither in the database nor accounted for."""
+    have = conn.execute(
+        "SELECT 1 FROM ident_bk.sqlite_master WHERE type='table' AND name=?", (table,)
+    ).fetchone()
+    if not have or not table_exists(conn, table):
+        return 0, ""
+    k = quote_ident("id") if "id" in table_columns(conn, table) else "rowid"
+    t = quote_ident(table)
+    (lost,) = conn.execute(
+        f"SELECT COUNT(*) FROM ident_bk.{t} b WHERE NOT EXISTS"
+        f" (SELECT 1 FROM main.{t} m WHERE m.{k} = b.{k}) AND NOT EXISTS"
+        f" (SELECT 1 FROM temp.ident_verify a WHERE a.tab = {quote_literal(table)}"
+        f" AND a.key = b.{k})"
+    ).fetchone()
+    return int(lost), f"{table}: {lost} row(s) missing"
+
+
+def _archived_differ(conn: sqlite3.Connection, archived: dict[str, dict[str, Any]]) -> int:
+    """How many archived state rows differ from the backup's, 500 ids a statement."""
+    ids = list(archived)
+    differ = 0
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" for _ in chunk)
+        cur = conn.execute(f'SELECT * FROM ident_bk."project_state" WHERE "id" IN ({marks})', chunk)
+        names = [c[0] for c in cur.description]
+        for row in cur:
+            found = dict(zip(names, row, strict=True))
+            if found != archived[str(found["id"])]:
+                differ += 1
+    return differ

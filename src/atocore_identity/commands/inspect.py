@@ -1,0 +1,258 @@
+"""inspect: the blast radius, read-only, with the SQL it ran."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atocore_identity.commands.base import (
+    Inputs,
+    publish_report,
+    read_session,
+    registry_summary,
+    report_envelope,
+)
+from atocore_identity.database import traced
+from atocore_identity.errors import EXIT_OK, Refused
+from atocore_identity.plan_objects import Survey
+from atocore_identity.registry import Registry, fold
+from atocore_identity.render import Doc
+from atocore_identity.survey import survey
+
+STATUSES = ("active", "superseded", "invalid", "candidate")
+
+
+@dataclass
+class InspectOutcome:
+    survey: Survey
+    registry: Registry
+    statements: list[str]
+    payload: dict[str, Any]
+    report: Path | None
+    warning: str | None = None
+    exit_code: int = EXIT_OK
+
+
+def run(inputs: Inputs) -> InspectOutcome:
+    statements: list[str] = []
+    with read_session(inputs) as s, traced(s.conn, statements.append):
+        surv = survey(s.conn, s.registry, s.targets, s.missing, inputs.progress)
+    # The trace also caught the introspection PRAGMAs; keep only what measures.
+    statements = [
+        q
+        for q in statements
+        if q.lstrip().upper().startswith("SELECT") and "sqlite_master" not in q
+    ]
+    payload = report_envelope(
+        "inspect", inputs, s.registry, None, survey_counts(surv), survey_payload(surv)
+    )
+    payload["registry_summary"] = registry_summary(s.registry)
+    payload["sql"] = statements
+    report: Path | None = None
+    warning = None
+    try:
+        report = publish_report(inputs, "inspect", payload)
+    except Refused as exc:
+        # inspect is a diagnosis: it still answers when it cannot keep a report
+        warning = f"no inspect report written: {exc}"
+    return InspectOutcome(surv, s.registry, statements, payload, report, warning)
+
+
+# -- payload -------------------------------------------------------------------
+
+
+def survey_payload(surv: Survey) -> dict[str, Any]:
+    """The survey's part of inspect and plan reports."""
+    state: dict[str, dict[str, int]] = {}
+    for (pid, status), n in surv.state_by_status.items():
+        state.setdefault(pid, {})[status] = n
+    mem: dict[str, dict[str, int]] = {}
+    for (name, status), n in surv.memories_by_status.items():
+        mem.setdefault(name, {})[status] = n
+    buckets = {(t.table, t.column): t.bucket for t in surv.targets}
+    return {
+        "project_rows": [
+            {
+                "id": r.id,
+                "name": r.name,
+                "canonical_id": r.canonical_id,
+                "role": r.role,
+                "state_by_status": state.get(r.id, {}),
+            }
+            for r in surv.project_rows
+        ],
+        "unregistered_project_rows": surv.unregistered_projects,
+        "names": [
+            {
+                "table": n.table,
+                "column": n.column,
+                "name": n.name,
+                "kind": n.kind,
+                "canonical_id": n.canonical_id,
+                "rows": n.count,
+                "spellings": n.spellings,
+                "examples": list(n.examples),
+                **(
+                    {"by_status": mem.get(n.name, {})}
+                    if buckets.get((n.table, n.column)) == "memories"
+                    and n.kind in ("alias", "variant")
+                    else {}
+                ),
+            }
+            for n in surv.names
+            if n.kind != "canonical"
+        ],
+        "targets": [t.label for t in surv.targets],
+        "missing_targets": [{"target": m.label, "reason": m.reason} for m in surv.missing],
+    }
+
+
+def survey_counts(surv: Survey) -> dict[str, int]:
+    def rows(kind: str) -> int:
+        return sum(n.count for n in surv.names if n.kind == kind)
+
+    shadows = {r.id for r in surv.project_rows if r.role == "shadow"}
+    return {
+        "shadow_project_rows": len(shadows),
+        "shadow_state_rows": sum(
+            n for (pid, _), n in surv.state_by_status.items() if pid in shadows
+        ),
+        "alias_keyed_rows": rows("alias"),
+        "variant_spelled_rows": rows("variant"),
+        "unregistered_rows": rows("unregistered"),
+    }
+
+
+# -- view ----------------------------------------------------------------------
+
+
+def by_status(counts: dict[str, int]) -> str:
+    if not counts:
+        return "0"
+    parts = [f"{counts[s]} {s}" for s in STATUSES if counts.get(s)]
+    parts += [f"{n} {s}" for s, n in sorted(counts.items()) if s not in STATUSES]
+    return ", ".join(parts)
+
+
+def _names_table(doc: Doc, surv: Survey) -> None:
+    """Per alias (folded) or variant: where it appears, how much, in which spellings."""
+    per: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def slot(canonical: str, name: str, kind: str) -> dict[str, Any]:
+        return per.setdefault(
+            (canonical, name),
+            {
+                "kind": kind,
+                "shadow": 0,
+                "state": {},
+                "memories": {},
+                "interactions": 0,
+                "extra": 0,
+                "spellings": [],
+                "more": 0,
+            },
+        )
+
+    def spelled(s: dict[str, Any], examples: Sequence[str], total: int) -> None:
+        s["spellings"] += [e for e in examples if e not in s["spellings"]]
+        s["more"] += max(0, total - len(examples))
+
+    for r in surv.project_rows:
+        if r.role == "shadow":
+            s = slot(r.canonical_id, fold(r.name), "alias")
+            s["shadow"] += 1
+            spelled(s, [r.name], 1)
+            for (pid, status), count in surv.state_by_status.items():
+                if pid == r.id:
+                    s["state"][status] = s["state"].get(status, 0) + count
+    buckets = {(t.table, t.column): t.bucket for t in surv.targets}
+    for n in surv.names:
+        if n.kind not in ("alias", "variant") or n.canonical_id is None:
+            continue
+        s = slot(n.canonical_id, n.name, n.kind)
+        spelled(s, n.examples, n.spellings)
+        bucket = buckets[(n.table, n.column)]
+        if bucket == "memories":
+            s["memories"] = {
+                st: c for (name, st), c in surv.memories_by_status.items() if name == n.name
+            } or {"?": n.count}
+        else:
+            s[bucket] += n.count
+    rows = []
+    for canonical, name in sorted(per):
+        s = per[(canonical, name)]
+        shown = ", ".join(repr(e) for e in s["spellings"][:4])
+        extra = len(s["spellings"]) - 4 + s["more"]
+        if extra > 0:
+            shown += f" (+{extra} more)"
+        rows.append(
+            [
+                name,
+                s["kind"],
+                canonical,
+                shown,
+                s["shadow"],
+                by_status(s["state"]),
+                by_status(s["memories"]),
+                s["interactions"],
+                s["extra"],
+            ]
+        )
+    doc.heading("Alias-keyed and variant-spelled names")
+    if not rows:
+        doc.good("none: every registered name in the data is canonical")
+        return
+    doc.table(
+        [
+            "name",
+            "kind",
+            "canonical id",
+            "spellings",
+            "shadow rows",
+            "state rows",
+            "memories",
+            "interactions",
+            "extra columns",
+        ],
+        rows,
+    )
+
+
+def view(o: InspectOutcome) -> Doc:
+    doc = Doc()
+    surv = o.survey
+    doc.heading("Registry")
+    doc.text(
+        f"{len(o.registry.projects)} projects, {len(o.registry.alias_to_id)} aliases"
+        f" ({o.registry.path})"
+    )
+    _names_table(doc, surv)
+    canon = [r for r in surv.project_rows if r.role == "canonical"]
+    variants = [r for r in canon if r.name != r.canonical_id]
+    if variants:
+        doc.heading("Canonical rows spelled differently (kept, never shadows)")
+        doc.table(
+            ["project row", "name", "canonical id"],
+            [[r.id, r.name, r.canonical_id] for r in variants],
+        )
+    unregistered = [n for n in surv.names if n.kind == "unregistered"]
+    doc.heading("Unregistered names (reported, never touched)")
+    if unregistered or surv.unregistered_projects:
+        doc.table(
+            ["table.column", "name", "rows"],
+            [
+                [f"{n.table}.{n.column}", ", ".join(repr(e) for e in n.examples), n.count]
+                for n in unregistered
+            ],
+        )
+        doc.text(f"{surv.unregistered_projects} unregistered projects row(s)")
+    else:
+        doc.text("none")
+    if surv.missing:
+        doc.heading("Missing project-keyed columns")
+        doc.table(["column", "reason"], [[m.label, m.reason] for m in surv.missing])
+    if o.report:
+        doc.text(f"\nreport: {o.report}")
+    return doc

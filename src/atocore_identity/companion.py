@@ -1,0 +1,283 @@
+"""The companion: a report's row-level detail as gzip JSON lines (SPEC §4).
+
+One owner for the format: the record types, the streaming writer and the
+typed streaming reader. plan and apply write the same records from the
+planner's TEMP tables; apply's companion is the archive that verify and
+revert read back. Records, one JSON object a line:
+
+- ``project``: a shadow ``projects`` row renamed into the canonical id
+  (``action: rename``) or deleted (``action: delete``), with the full row;
+- ``state``: a ``project_state`` row moved or archived, with the full row
+  as it was before the apply;
+- ``rekey``: a chunk of rows of one project-keyed column, their keys and
+  their exact old spellings;
+- ``supersede``: an active memory the apply marked ``superseded``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sqlite3
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atocore_identity.errors import BadInput
+from atocore_identity.plan_objects import Plan
+from atocore_identity.reports import private_temp, publish
+from atocore_identity.statements import (
+    iter_project_rows,
+    iter_rekeyed,
+    iter_state_rows,
+    iter_superseded,
+)
+
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class ProjectRecord:
+    action: str  # "rename" | "delete"
+    id: str
+    name: str
+    canonical_id: str
+    target_row_id: str | None
+    row: dict[str, Any]  # every column of the row before the apply
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    outcome: str  # "moves" | "duplicate" | "history"
+    canonical_id: str
+    to_project_row: str | None
+    winner_id: str | None
+    row: dict[str, Any]  # every column of the row before the apply
+
+    @property
+    def archived(self) -> bool:
+        return self.outcome in ("duplicate", "history")
+
+
+@dataclass(frozen=True)
+class RekeyRecord:
+    table: str
+    column: str
+    key: str  # the key column: "id" or "rowid"
+    to: str
+    ids: list[Any]
+    old: list[Any]  # the exact spellings before the apply, one per id
+
+
+@dataclass(frozen=True)
+class SupersedeRecord:
+    table: str
+    id: str
+    keeper_id: str
+    canonical_id: str
+
+
+Record = ProjectRecord | StateRecord | RekeyRecord | SupersedeRecord
+
+
+def _encode(rec: Record) -> dict[str, Any]:
+    if isinstance(rec, ProjectRecord):
+        return {
+            "record": "project",
+            "action": rec.action,
+            "id": rec.id,
+            "name": rec.name,
+            "canonical_id": rec.canonical_id,
+            "target_row_id": rec.target_row_id,
+            "row": rec.row,
+        }
+    if isinstance(rec, StateRecord):
+        return {
+            "record": "state",
+            "outcome": rec.outcome,
+            "canonical_id": rec.canonical_id,
+            "to_project_row": rec.to_project_row,
+            "winner_id": rec.winner_id,
+            "row": rec.row,
+        }
+    if isinstance(rec, RekeyRecord):
+        return {
+            "record": "rekey",
+            "table": rec.table,
+            "column": rec.column,
+            "key": rec.key,
+            "to": rec.to,
+            "ids": rec.ids,
+            "from": rec.old,
+        }
+    return {
+        "record": "supersede",
+        "table": rec.table,
+        "id": rec.id,
+        "keeper_id": rec.keeper_id,
+        "canonical_id": rec.canonical_id,
+    }
+
+
+class MalformedRecord(ValueError):
+    """A companion line that is not one of the record types."""
+
+
+def _text(doc: dict[str, Any], key: str, optional: bool = False) -> Any:
+    value = doc.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise MalformedRecord(f"{doc.get('record')!r} record lacks a text {key!r}")
+    return value
+
+
+def _row(doc: dict[str, Any]) -> dict[str, Any]:
+    row = doc.get("row")
+    if not isinstance(row, dict) or "id" not in row:
+        raise MalformedRecord(f"{doc.get('record')!r} record lacks its full row")
+    return row
+
+
+def _decode(doc: Any) -> Record:
+    if not isinstance(doc, dict):
+        raise MalformedRecord("a line is not a JSON object")
+    kind = doc.get("record")
+    if kind == "project":
+        action = _text(doc, "action")
+        if action not in ("rename", "delete"):
+            raise MalformedRecord(f"project record has unknown action {action!r}")
+        return ProjectRecord(
+            action,
+            _text(doc, "id"),
+            _text(doc, "name"),
+            _text(doc, "canonical_id"),
+            _text(doc, "target_row_id", optional=True),
+            _row(doc),
+        )
+    if kind == "state":
+        outcome = _text(doc, "outcome")
+        if outcome not in ("moves", "duplicate", "history"):
+            raise MalformedRecord(f"state record has unknown outcome {outcome!r}")
+        return StateRecord(
+            outcome,
+            _text(doc, "canonical_id"),
+            _text(doc, "to_project_row", optional=True),
+            _text(doc, "winner_id", optional=True),
+            _row(doc),
+        )
+    if kind == "rekey":
+        ids, old = doc.get("ids"), doc.get("from")
+        if not isinstance(ids, list) or not isinstance(old, list) or len(ids) != len(old):
+            raise MalformedRecord("rekey record needs 'ids' and 'from' of equal length")
+        key = _text(doc, "key")
+        if key not in ("id", "rowid"):
+            raise MalformedRecord(f"rekey record has unknown key column {key!r}")
+        return RekeyRecord(
+            _text(doc, "table"), _text(doc, "column"), key, _text(doc, "to"), ids, old
+        )
+    if kind == "supersede":
+        return SupersedeRecord(
+            _text(doc, "table"),
+            _text(doc, "id"),
+            _text(doc, "keeper_id"),
+            _text(doc, "canonical_id"),
+        )
+    raise MalformedRecord(f"unknown record type {kind!r}")
+
+
+class CompanionWriter:
+    """Streams records to a private temp file; ``close`` publishes it atomically."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.tmp, fd = private_temp(final.parent, ".jsonl.gz")
+        self._raw = os.fdopen(fd, "wb")
+        self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1)
+        self._pending: list[str] = []
+        self.records = 0
+
+    def write(self, rec: Record) -> None:
+        # Lines are buffered and compressed in batches: one gzip call per
+        # record costs more than encoding the record.
+        self._pending.append(json.dumps(_encode(rec), ensure_ascii=False, default=str))
+        self.records += 1
+        if len(self._pending) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._gz.write(("\n".join(self._pending) + "\n").encode("utf-8", "surrogatepass"))
+            self._pending = []
+
+    def close(self) -> Path:
+        self._flush()
+        self._gz.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        publish(self.tmp, self.final)
+        return self.final
+
+    def discard(self) -> None:
+        try:
+            self._gz.close()
+            self._raw.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def read_records(path: Path) -> Iterator[Record]:
+    """Stream a companion's records, typed. A missing, truncated or malformed
+    file is BadInput naming the file and the line."""
+    line_no = 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, 1):  # noqa: B007 - used in the error
+                if line.strip():
+                    yield _decode(json.loads(line))
+    except FileNotFoundError:
+        raise BadInput(
+            f"companion {path} does not exist", "pass the report it belongs to"
+        ) from None
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(
+            f"companion {path} is unreadable at line {line_no + 1} ({exc})",
+            "it is truncated or was edited; use the backup instead",
+        ) from None
+
+
+def write_plan_records(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path:
+    """Stream the plan's row-level detail (the archive, the moves) to ``path``."""
+    comp = CompanionWriter(path)
+    try:
+        if plan.groups:
+            for role, canonical, target_row, row in iter_project_rows(conn):
+                action = "rename" if role == "renamed" else "delete"
+                comp.write(
+                    ProjectRecord(
+                        action,
+                        str(row["id"]),
+                        str(row["name"]),
+                        canonical,
+                        None if target_row is None else str(target_row),
+                        row,
+                    )
+                )
+        if plan.survey.has_state and plan.groups:
+            for rec in iter_state_rows(conn):
+                comp.write(StateRecord(**rec))
+        for target in plan.survey.targets:
+            for canonical, ids, olds in iter_rekeyed(conn, target):
+                comp.write(
+                    RekeyRecord(target.table, target.column, target.key, canonical, ids, olds)
+                )
+        for mid, keeper, canonical in iter_superseded(conn):
+            comp.write(SupersedeRecord("memories", mid, keeper, canonical))
+    except BaseException:
+        comp.discard()
+        raise
+    return comp.close()

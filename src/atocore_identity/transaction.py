@@ -1,0 +1,164 @@
+"""The write transaction that apply and revert share, and its safety rails.
+
+One owner for: opening the database read-write, ``BEGIN IMMEDIATE`` within
+``--busy-timeout``, the pre-write ``quick_check`` and backup, row counts for
+the conservation checks, and a COMMIT whose failure names its real cause.
+Any exception before COMMIT rolls back: the database is either untouched or
+completely changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from atocore_identity.database import (
+    all_tables,
+    backup_to,
+    describe_sqlite_error,
+    open_database,
+    quote_ident,
+)
+from atocore_identity.errors import DatabaseError, DatabaseLocked, Refused
+from atocore_identity.reports import unique_path
+
+# The rekey UPDATEs rewrite index pages all over the file; SQLite's default
+# 2 MiB page cache spills to the journal again and again. 16 MiB halves the
+# write phase at a million rows and keeps peak RSS well under budget.
+WRITE_CACHE_KIB = 16384
+
+
+def busy(db: Path, busy_timeout: float, detail: str) -> Refused:
+    """A lock held past --busy-timeout, at any point of a write, is a refusal."""
+    return Refused(
+        f"database {db} is busy: another process held its lock for more than"
+        f" {busy_timeout:g}s ({detail})",
+        "stop AtoCore's writers or raise --busy-timeout, then run again",
+    )
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLITE_FULL and friends end it themselves."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+@contextmanager
+def write_connection(db: Path, busy_timeout: float) -> Iterator[sqlite3.Connection]:
+    """A read-write connection with foreign keys on; sqlite3 errors become typed errors."""
+    try:
+        conn = open_database(db, readonly=False, busy_timeout=busy_timeout)
+    except DatabaseLocked as exc:
+        raise busy(db, busy_timeout, exc.message) from None
+    try:
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA cache_size = {-WRITE_CACHE_KIB}")
+        yield conn
+    except sqlite3.Error as exc:
+        error = describe_sqlite_error(db, exc)
+        if isinstance(error, DatabaseLocked):
+            raise busy(db, busy_timeout, str(exc)) from None
+        raise error from None
+    finally:
+        rollback_quietly(conn)
+        conn.close()
+
+
+def rollback_quietly(conn: sqlite3.Connection) -> None:
+    # a failing ROLLBACK leaves nothing to do: SQLite rolls back on close anyway
+    with contextlib.suppress(sqlite3.Error):
+        rollback(conn)
+
+
+def begin_immediate(conn: sqlite3.Connection, db: Path, busy_timeout: float) -> float:
+    """Take the write lock; return how long it took."""
+    started = time.perf_counter()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise busy(db, busy_timeout, str(exc)) from None
+    waited = time.perf_counter() - started
+    # Prove the file writable before the backup and archive are written: a
+    # read-only file or mount otherwise fails only at the first UPDATE.
+    # Rewriting user_version with its own value changes nothing on rollback.
+    (version,) = conn.execute("PRAGMA main.user_version").fetchone()
+    try:
+        conn.execute(f"PRAGMA main.user_version = {int(version)}")
+    except sqlite3.OperationalError as exc:
+        rollback_quietly(conn)
+        raise Refused(
+            f"database {db} cannot be written ({exc}); nothing was changed",
+            "check the file's permissions and its directory's (the journal lives there)",
+        ) from None
+    return waited
+
+
+def back_up(db: Path, report_dir: Path) -> tuple[Path, int]:
+    """A consistent backup into ``report_dir``, published under its final name
+    only once complete (``database.backup_to``)."""
+    path, _ = unique_path(report_dir, "backup", ".db")
+    return path, backup_to(db, path)
+
+
+def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows per table, for every table: the postconditions compare them all, so
+    a cascade or trigger touching a table the plan does not own rolls back."""
+    out: dict[str, int] = {}
+    for table in all_tables(conn):
+        (out[table],) = conn.execute(f"SELECT COUNT(*) FROM main.{quote_ident(table)}").fetchone()
+    return out
+
+
+class CommitFailed(Exception):
+    """COMMIT failed and the transaction was rolled back; ``hint`` says what to do."""
+
+    def __init__(self, error: str, hint: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.hint = hint
+
+
+def commit(conn: sqlite3.Connection, db: Path, busy_timeout: float) -> None:
+    """COMMIT, or roll back and raise CommitFailed naming the SQLite error."""
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        rollback_quietly(conn)
+        text = str(exc)
+        code = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+        if "locked" in text or "busy" in text:
+            hint = f"a reader held the database past --busy-timeout ({busy_timeout:g}s); run again"
+        else:
+            hint = (
+                "if a journal file is left beside the database, open it read-write once"
+                f" to recover it (`sqlite3 {db} 'PRAGMA integrity_check'`), then run again"
+            )
+        raise CommitFailed(f"COMMIT failed: {code}: {text}", hint) from None
+
+
+def write_failed(db: Path, exc: sqlite3.Error, what: str) -> DatabaseError | Refused:
+    """A statement of the write phase failed; the caller has rolled back."""
+    error = describe_sqlite_error(db, exc)
+    if "corrupt" in error.message:
+        return DatabaseError(f"{error.message}; {what} rolled back, nothing changed", error.hint)
+    hint = "see docs/runbook.md"
+    if "full" in str(exc):
+        hint = "free disk space beside the database (its journal needs room), then run again"
+    return Refused(f"{what} failed and was rolled back, nothing changed: {exc}", hint)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while COMMIT and its report update run;
+    they are delivered (and handled) as soon as the block ends."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
