@@ -62,7 +62,7 @@ from atocore_identity.options import (
 from atocore_identity.plan_objects import Collision, Plan
 from atocore_identity.render import FORMATS, Doc, emit
 from atocore_identity.resolutions import KEEP_RULES
-from atocore_identity.targets import load_config_columns
+from atocore_identity.targets import Config, load_config
 
 
 def stderr_console() -> Console:
@@ -117,16 +117,16 @@ class Run:
 
 
 def build_inputs(common: Common, phases: Phases) -> Inputs:
-    extra = list(common.columns)
-    if common.config is not None:
-        extra = load_config_columns(common.config) + extra
+    config = load_config(common.config) if common.config is not None else Config()
     return Inputs(
-        resolve_db(common.db),
-        resolve_registry(common.registry),
-        resolve_report_dir(common.report_dir),
-        common.busy_timeout,
-        tuple(extra),
-        phases,
+        db=resolve_db(common.db),
+        registry=resolve_registry(common.registry),
+        report_dir=resolve_report_dir(common.report_dir),
+        busy_timeout=common.busy_timeout,
+        columns=config.columns + common.columns,
+        ignore=config.ignore + common.ignore_columns,
+        discover=common.discover,
+        progress=phases,
     )
 
 

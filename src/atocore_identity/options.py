@@ -237,13 +237,28 @@ column_option = click.option(
     shell_complete=complete_columns,
     help="Another text column that holds a project name (repeatable).",
 )
+ignore_column_option = click.option(
+    "--ignore-column",
+    "ignore_columns",
+    multiple=True,
+    metavar="TABLE.COLUMN",
+    shell_complete=complete_columns,
+    help="A text column that legitimately names aliases: never read or flagged (repeatable).",
+)
+discover_option = click.option(
+    "--discover/--no-discover",
+    default=True,
+    show_default=True,
+    help="Look for alias-keyed values in text columns nobody configured.",
+)
 config_option = click.option(
     "--config",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     envvar="ATOCORE_IDENTITY_CONFIG",
     metavar="FILE",
-    help='TOML config with columns = ["TABLE.COLUMN", ...]. Env: ATOCORE_IDENTITY_CONFIG.',
+    help='TOML config: columns = ["TABLE.COLUMN", ...] and ignore = [...].'
+    " Env: ATOCORE_IDENTITY_CONFIG.",
 )
 format_option = click.option(
     "--format",
@@ -314,6 +329,8 @@ class Common:
     registry: Path | None
     report_dir: Path | None
     columns: tuple[str, ...]
+    ignore_columns: tuple[str, ...]
+    discover: bool
     config: Path | None
     busy_timeout: float
     quiet: bool
@@ -325,6 +342,8 @@ COMMON = (
     ("registry", registry_option),
     ("report_dir", report_dir_option),
     ("columns", column_option),
+    ("ignore_columns", ignore_column_option),
+    ("discover", discover_option),
     ("config", config_option),
     ("busy_timeout", busy_timeout_option),
     ("quiet", quiet_option),

@@ -2,7 +2,9 @@
 
 SPEC §3: the defaults are memories.project (with de-duplication) and
 interactions.project; operators add TABLE.COLUMN pairs on the command line or
-in a TOML config file (``columns = ["conflicts.project"]``).
+in a TOML config file (``columns = ["conflicts.project"]``), and acknowledge
+columns that legitimately hold such text (``--ignore-column``, ``ignore = [...]``)
+so discovery neither reads nor flags them.
 """
 
 from __future__ import annotations
@@ -72,8 +74,23 @@ def parse_column(spec: str) -> tuple[str, str]:
     return table, column
 
 
-def load_config_columns(path: Path) -> list[str]:
-    """Read ``columns = [...]`` from a TOML config file."""
+@dataclass(frozen=True)
+class Config:
+    """The TOML config file: extra project-keyed columns and acknowledged ones."""
+
+    columns: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+
+
+def _string_list(doc: dict[str, object], name: str, path: Path) -> tuple[str, ...]:
+    value = doc.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise BadInput(f'config {path}: "{name}" must be a list of "TABLE.COLUMN" strings')
+    return tuple(value)
+
+
+def load_config(path: Path) -> Config:
+    """Read ``columns = [...]`` and ``ignore = [...]`` from a TOML config file."""
     try:
         with path.open("rb") as handle:
             doc = tomllib.load(handle)
@@ -81,10 +98,7 @@ def load_config_columns(path: Path) -> list[str]:
         raise BadInput(f"config {path} does not exist", "check --config") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise BadInput(f"config {path} cannot be read: {exc}") from None
-    columns = doc.get("columns", [])
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise BadInput(f'config {path}: "columns" must be a list of "TABLE.COLUMN" strings')
-    return list(columns)
+    return Config(_string_list(doc, "columns", path), _string_list(doc, "ignore", path))
 
 
 def _actual_table(conn: sqlite3.Connection, table: str) -> str | None:

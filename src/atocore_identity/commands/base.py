@@ -31,6 +31,8 @@ class Inputs:
     report_dir: Path
     busy_timeout: float
     columns: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()  # --ignore-column: acknowledged, never read or flagged
+    discover: bool = True  # look for alias-keyed values in unconfigured text columns
     progress: Progress = quiet
 
 
