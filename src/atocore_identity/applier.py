@@ -67,6 +67,7 @@ class ApplyResult:
     backup: Path | None = None
     backup_bytes: int = 0
     companion: Path | None = None
+    companion_sha256: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     error: str | None = None
@@ -285,7 +286,16 @@ def _migrate(
     found = postconditions(conn, plan, registry, before, after)
     timings["check"] = time.perf_counter() - t0
     result = ApplyResult(
-        plan, "committing", before, after, backup, backup_bytes, companion, timings, found
+        plan,
+        "committing",
+        before,
+        after,
+        backup,
+        backup_bytes,
+        companion,
+        file_sha256(companion),
+        timings,
+        found,
     )
     failed = [c for c in found if not c.ok]
     if failed:

@@ -8,10 +8,13 @@ revert read back. Records, one JSON object a line:
 - ``project``: a shadow ``projects`` row renamed into the canonical id
   (``action: rename``) or deleted (``action: delete``), with the full row;
 - ``state``: a ``project_state`` row moved or archived, with the full row
-  as it was before the apply;
+  as it was before the apply; also (``stays``) every row that stays under a
+  shadow renamed into the canonical id, so revert can tell rows written
+  since from rows that were there;
 - ``rekey``: a chunk of rows of one project-keyed column, their keys and
   their exact old spellings;
-- ``supersede``: an active memory the apply marked ``superseded``.
+- ``supersede``: an active memory the apply marked ``superseded``;
+- ``revert`` (a revert's companion): one row revert reverted or skipped.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class ProjectRecord:
 
 @dataclass(frozen=True)
 class StateRecord:
-    outcome: str  # "moves" | "duplicate" | "history"
+    outcome: str  # "moves" | "duplicate" | "history" | "stays" (kept by a renamed shadow)
     canonical_id: str
     to_project_row: str | None
     winner_id: str | None
@@ -80,7 +83,23 @@ class SupersedeRecord:
     canonical_id: str
 
 
-Record = ProjectRecord | StateRecord | RekeyRecord | SupersedeRecord
+@dataclass(frozen=True)
+class RevertRecord:
+    """What a revert did with one row the apply changed (a revert's companion)."""
+
+    action: str  # "reverted" | "skipped"
+    kind: str  # "delete" | "rename" | "moves" | "archived" | "rekey" | "supersede"
+    canonical_id: str
+    table: str
+    column: str
+    key_column: str
+    key: Any
+    old: Any  # the value before the apply, which a reverted row holds again
+    new: Any  # the value the apply wrote
+    why: str | None  # why a row was skipped
+
+
+Record = ProjectRecord | StateRecord | RekeyRecord | SupersedeRecord | RevertRecord
 
 
 def _encode(rec: Record) -> dict[str, Any]:
@@ -112,6 +131,20 @@ def _encode(rec: Record) -> dict[str, Any]:
             "to": rec.to,
             "ids": rec.ids,
             "from": rec.old,
+        }
+    if isinstance(rec, RevertRecord):
+        return {
+            "record": "revert",
+            "action": rec.action,
+            "kind": rec.kind,
+            "canonical_id": rec.canonical_id,
+            "table": rec.table,
+            "column": rec.column,
+            "key_column": rec.key_column,
+            "key": rec.key,
+            "old": rec.old,
+            "new": rec.new,
+            "why": rec.why,
         }
     return {
         "record": "supersede",
@@ -160,7 +193,7 @@ def _decode(doc: Any) -> Record:
         )
     if kind == "state":
         outcome = _text(doc, "outcome")
-        if outcome not in ("moves", "duplicate", "history"):
+        if outcome not in ("moves", "duplicate", "history", "stays"):
             raise MalformedRecord(f"state record has unknown outcome {outcome!r}")
         return StateRecord(
             outcome,
@@ -185,6 +218,22 @@ def _decode(doc: Any) -> Record:
             _text(doc, "id"),
             _text(doc, "keeper_id"),
             _text(doc, "canonical_id"),
+        )
+    if kind == "revert":
+        action = _text(doc, "action")
+        if action not in ("reverted", "skipped"):
+            raise MalformedRecord(f"revert record has unknown action {action!r}")
+        return RevertRecord(
+            action,
+            _text(doc, "kind"),
+            _text(doc, "canonical_id"),
+            _text(doc, "table"),
+            _text(doc, "column"),
+            _text(doc, "key_column"),
+            doc.get("key"),
+            doc.get("old"),
+            doc.get("new"),
+            _text(doc, "why", optional=True),
         )
     raise MalformedRecord(f"unknown record type {kind!r}")
 
@@ -268,7 +317,7 @@ def write_plan_records(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path
                     )
                 )
         if plan.survey.has_state and plan.groups:
-            for rec in iter_state_rows(conn):
+            for rec in iter_state_rows(conn, kept_by_renamed=True):
                 comp.write(StateRecord(**rec))
         for target in plan.survey.targets:
             for canonical, ids, olds in iter_rekeyed(conn, target):

@@ -273,14 +273,27 @@ def _stream(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
 
 
 def iter_state_rows(
-    conn: sqlite3.Connection, outcomes: Sequence[str] = ("moves", "duplicate", "history")
+    conn: sqlite3.Connection,
+    outcomes: Sequence[str] = ("moves", "duplicate", "history"),
+    kept_by_renamed: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """State rows the plan acts on, with the full row (every column, by name)."""
+    """State rows the plan acts on, with the full row (every column, by name).
+
+    ``kept_by_renamed`` adds the rows that stay under a shadow renamed into
+    the canonical id: revert tells them apart from rows written since.
+    """
     wanted = ", ".join(quote_literal(o) for o in outcomes)
+    kept = (
+        " OR (d.outcome = 'stays' AND d.project_id IN"
+        " (SELECT project_row_id FROM temp.ident_groups WHERE role = 'renamed'))"
+        if kept_by_renamed
+        else ""
+    )
     cur = conn.execute(
         "SELECT d.outcome, d.canonical_id, d.target_row_id, d.winner_id, ps.*"
         ' FROM temp.ident_state AS d JOIN main."project_state" AS ps ON ps."id" = d.id'
-        f" WHERE d.outcome IN ({wanted}) ORDER BY d.canonical_id, d.category, d.key, d.rnk"
+        f" WHERE d.outcome IN ({wanted}){kept}"
+        " ORDER BY d.canonical_id, d.category, d.key, d.rnk"
     )
     names = [c[0] for c in cur.description]
     for row in _stream(cur):

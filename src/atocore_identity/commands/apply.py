@@ -159,6 +159,7 @@ def payload(
                 "bytes": result.backup_bytes,
             },
             "companion": result.companion.name if result.companion else None,
+            "companion_sha256": result.companion_sha256,
             "postconditions": [c.as_dict() for c in result.checks],
             "timings_seconds": {k: round(v, 4) for k, v in result.timings.items()},
             "groups": groups_payload(plan),

@@ -1,0 +1,225 @@
+"""revert: undo an apply from its report and archive, keeping what was written since."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atocore_identity.applier import file_sha256
+from atocore_identity.commands.base import Inputs, publish_report, report_envelope
+from atocore_identity.errors import EXIT_OK, Interrupted, Refused
+from atocore_identity.registry import Registry, load_registry
+from atocore_identity.render import Doc
+from atocore_identity.reports import ensure_report_dir, replace_json
+from atocore_identity.reverter import (
+    Inverse,
+    RevertRequest,
+    RevertResult,
+    RevertRolledBack,
+    dry_run,
+    run_revert,
+)
+
+KINDS = {
+    "delete": "shadow projects rows restored",
+    "rename": "renamed shadows given their old name",
+    "moves": "state rows moved back to their shadow",
+    "archived": "archived state rows restored",
+    "rekey": "rekeyed rows given their old spelling",
+    "supersede": "superseded memories made active again",
+}
+
+
+@dataclass
+class RevertOutcome:
+    result: RevertResult
+    payload: dict[str, Any]
+    report: Path | None  # None for --dry-run
+    warning: str | None = None
+    exit_code: int = EXIT_OK
+
+
+def run(
+    inputs: Inputs,
+    request: RevertRequest,
+    confirm: Callable[[Inverse], bool] | None,
+    dry: bool = False,
+) -> RevertOutcome:
+    registry = load_registry(inputs.registry)
+    if dry:
+        result = dry_run(inputs.db, registry, request, inputs.progress)
+        return RevertOutcome(result, payload(inputs, registry, result, request), None)
+    written: list[Path] = []
+    warnings: list[str] = []
+
+    def before_commit(pending: RevertResult) -> None:
+        doc = payload(inputs, registry, pending, request)
+        written.append(publish_report(inputs, "revert", doc))
+
+    def after_commit(done: RevertResult) -> None:
+        doc = payload(inputs, registry, done, request)
+        doc["report_path"] = str(written[0])
+        try:
+            replace_json(written[0], doc)
+        except (OSError, Refused) as exc:
+            warnings.append(
+                f"revert COMMITTED, but {written[0]} could not be updated ({exc});"
+                " it still says status 'committing'"
+            )
+
+    try:
+        result = run_revert(
+            inputs.db, registry, request, confirm, before_commit, after_commit, inputs.progress
+        )
+    except RevertRolledBack as exc:
+        doc = payload(inputs, registry, exc.result, request)
+        if written:
+            doc["report_path"] = str(written[0])
+            replace_json(written[0], doc)
+        else:
+            publish_report(inputs, "revert", doc)
+        raise
+    except (Refused, Interrupted, KeyboardInterrupt) as exc:
+        with contextlib.suppress(Refused, OSError):
+            _record_attempt(inputs, registry, request, exc)
+        raise
+    doc = payload(inputs, registry, result, request)
+    if not written:  # nothing to revert
+        return RevertOutcome(result, doc, publish_report(inputs, "revert", doc))
+    doc["report_path"] = str(written[0])
+    return RevertOutcome(result, doc, written[0], "; ".join(warnings) or None)
+
+
+def _record_attempt(
+    inputs: Inputs, registry: Registry, request: RevertRequest, exc: BaseException
+) -> None:
+    """Refusals and interruptions are recorded too, named apart from reverts."""
+    ensure_report_dir(inputs.report_dir)
+    status = "refused" if isinstance(exc, Refused) else "interrupted"
+    details = {
+        "status": status,
+        "error": exc.message if isinstance(exc, Refused) else "interrupted by a signal",
+        "hint": exc.hint if isinstance(exc, Refused) else None,
+        "apply_report": str(request.report),
+        "projects": list(request.projects),
+    }
+    doc = report_envelope("revert", inputs, registry, None, {}, details)
+    publish_report(inputs, f"{status}-revert", doc)
+
+
+def payload(
+    inputs: Inputs, registry: Registry, result: RevertResult, request: RevertRequest
+) -> dict[str, Any]:
+    inv = result.inverse
+    counts = {
+        "to_revert": inv.counts.get("left", 0),
+        "already_reverted": inv.counts.get("before", 0),
+        "changed_since": inv.counts.get("changed", 0),
+        "conflicts": inv.counts.get("conflict", 0),
+        "projects_restored": inv.restored["projects"],
+        "state_restored": inv.restored["project_state"],
+    }
+    return report_envelope(
+        "revert",
+        inputs,
+        registry,
+        None,
+        counts,
+        {
+            "status": result.status,
+            "error": result.error,
+            "apply_report": str(request.report),
+            "projects": list(request.projects),
+            "skip_changed": request.skip_changed,
+            "by_kind": inv.by_kind,
+            "listed": inv.listed,
+            "aliases_still_mapped": inv.aliases,
+            "rows_before": result.before,
+            "rows_after": result.after,
+            "backup": {
+                "path": result.backup.name if result.backup else None,
+                "bytes": result.backup_bytes,
+            },
+            "companion": result.companion.name if result.companion else None,
+            "companion_sha256": file_sha256(result.companion) if result.companion else None,
+            "postconditions": [c.as_dict() for c in result.checks],
+            "timings_seconds": {k: round(v, 4) for k, v in result.timings.items()},
+        },
+    )
+
+
+def summary(doc: Doc, inv: Inverse) -> None:
+    doc.heading("Revert")
+    doc.table(
+        ["what", "to revert", "already reverted", "changed since", "conflicts"],
+        [
+            [
+                label,
+                inv.by_kind.get(kind, {}).get("left", 0),
+                inv.by_kind.get(kind, {}).get("before", 0),
+                inv.by_kind.get(kind, {}).get("changed", 0),
+                inv.by_kind.get(kind, {}).get("conflict", 0),
+            ]
+            for kind, label in KINDS.items()
+            if kind in inv.by_kind
+        ],
+    )
+
+
+def confirm_text(inv: Inverse) -> str:
+    return (
+        f"About to revert {inv.to_revert} row(s) the apply changed"
+        f" ({inv.counts.get('changed', 0)} changed since will be left as they are)."
+    )
+
+
+def sql_script(inv: Inverse, request: RevertRequest) -> str:
+    lines = [
+        "-- atocore-identity revert script",
+        f"-- temp.rv_rec is loaded from the archive of {request.report}",
+        "-- (one row per record; see docs/reports.md), then classified and written back.",
+        "BEGIN IMMEDIATE;",
+        *[s + ";" for s in inv.statements],
+        "-- the writes",
+        *[s + ";" for s in inv.writes],
+        "COMMIT;",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def view(o: RevertOutcome) -> Doc:
+    doc = Doc()
+    r = o.result
+    summary(doc, r.inverse)
+    if r.inverse.listed:
+        doc.heading("Changed since the apply or in conflict (never touched)")
+        doc.table(
+            ["what", "table", "row", "state", "why"],
+            [
+                [x["kind"], x["table"], x["key"], x["state"], x["why"] or "its value changed"]
+                for x in r.inverse.listed
+            ],
+        )
+    if r.status == "dry-run":
+        doc.text("dry run: nothing was changed")
+    elif r.status == "empty":
+        doc.good("nothing to revert: every row is as before the apply")
+    else:
+        for check in r.checks:
+            (doc.good if check.ok else doc.bad)(f"{check.name}: {check.detail}")
+        if r.backup:
+            doc.text(f"backup: {r.backup} ({r.backup_bytes} bytes)")
+        doc.text(f"record: {r.companion}")
+    if r.inverse.aliases and r.status != "empty":
+        doc.bad(
+            "the registry still maps "
+            + ", ".join(repr(a) for a in r.inverse.aliases[:5])
+            + ": `plan` will propose the same migration again; fix the registry first"
+            " (docs/runbook.md, Undo)"
+        )
+    if o.report:
+        doc.text(f"report: {o.report}")
+    return doc

@@ -1,0 +1,541 @@
+"""Revert an apply from its report and archive, keeping what was written since (SPEC §7).
+
+The inverse is computed from the apply's archive and from the database as it
+is now (``inverse.py``), inside one ``BEGIN IMMEDIATE`` transaction, behind
+the same rails as apply (``transaction.py``): a backup first, postconditions
+before COMMIT (every reverted record holds its pre-apply value again; row
+counts change by exactly the rows restored), a report written before COMMIT.
+Rows changed since the apply are never touched: they make revert refuse,
+or with ``skip_changed`` are left and recorded. Conflicts always refuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from atocore_identity import inverse
+from atocore_identity.checks import Check, rows_conserved
+from atocore_identity.companion import (
+    CompanionWriter,
+    ProjectRecord,
+    RekeyRecord,
+    RevertRecord,
+    StateRecord,
+    SupersedeRecord,
+    read_records,
+)
+from atocore_identity.database import quick_check, read_only, table_columns
+from atocore_identity.errors import BadInput, Refused
+from atocore_identity.registry import Registry, fold
+from atocore_identity.reports import companion_of, ensure_report_dir, load_report, unique_path
+from atocore_identity.survey import Progress, quiet
+from atocore_identity.transaction import (
+    CommitFailed,
+    back_up,
+    begin_immediate,
+    commit,
+    rollback,
+    row_counts,
+    signals_deferred,
+    write_connection,
+    write_failed,
+)
+
+LISTED = 50  # changed rows and conflicts named in the refusal and the report
+FINISHED = ("applied", "committing")
+
+
+@dataclass(frozen=True)
+class RevertRequest:
+    """What the operator asked revert to do; never written into."""
+
+    report: Path
+    report_dir: Path
+    busy_timeout: float
+    projects: tuple[str, ...] = ()
+    skip_changed: bool = False
+    backup: bool = True
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An apply report and its companion, checked against each other and the database."""
+
+    path: Path
+    report: dict[str, Any]
+    companion: Path
+    canonical_ids: tuple[str, ...]
+
+
+@dataclass
+class Inverse:
+    """The classified inverse of an apply, for the --project groups."""
+
+    counts: dict[str, int]  # left, before, changed, conflict (selected records)
+    by_kind: dict[str, dict[str, int]]  # kind -> state -> records
+    listed: list[dict[str, Any]]  # changed rows and conflicts, the first LISTED
+    statements: list[str]  # the SQL that classified, for --format sql
+    writes: list[str]  # the inverse itself
+    recheck: list[str]  # classification again after the writes: all must say before
+    digest: str
+    restored: dict[str, int]  # table -> rows re-inserted
+    aliases: list[str]  # old names the registry still maps (plan would migrate again)
+
+    @property
+    def to_revert(self) -> int:
+        return self.counts.get("left", 0)
+
+
+@dataclass(frozen=True)
+class RevertResult:
+    inverse: Inverse
+    status: str  # "reverted" | "committing" | "empty" | "rolled-back" | "dry-run"
+    before: dict[str, int] = field(default_factory=dict)
+    after: dict[str, int] = field(default_factory=dict)
+    backup: Path | None = None
+    backup_bytes: int = 0
+    companion: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    error: str | None = None
+
+
+class RevertRolledBack(Refused):
+    """A postcondition or the COMMIT failed; carries the result for the report."""
+
+    def __init__(self, result: RevertResult, hint: str | None = None) -> None:
+        super().__init__(
+            f"revert rolled back, nothing changed: {result.error}",
+            hint or "this is a bug in atocore-identity; keep the reports and open an issue",
+        )
+        self.result = result
+
+
+Hook = Callable[[RevertResult], None]
+
+
+# -- the archive ---------------------------------------------------------------
+
+
+def load_archive(path: Path, db: Path, projects: tuple[str, ...] = ()) -> Archive:
+    """The apply report and its companion; BadInput for anything that cannot be reverted."""
+    report = load_report(path, "apply")
+    status = report.get("status")
+    if status not in FINISHED:
+        raise BadInput(
+            f"report {path} records an apply that changed nothing (status {status!r})",
+            "pass the report of an apply that applied (`atocore-identity history` lists them)",
+        )
+    named = report.get("database")
+    if not isinstance(named, str) or not _same_file(Path(named), db):
+        raise BadInput(
+            f"report {path} is from another database ({named}), not {db}",
+            "pass the --db the apply ran on",
+        )
+    companion = companion_of(path, report)
+    if companion is None:
+        raise BadInput(f"report {path} names no archive companion", "it cannot be reverted")
+    if not companion.is_file():
+        raise BadInput(f"the archive {companion} of {path} is missing", "use the backup instead")
+    want = report.get("companion_sha256")
+    if want is not None and _sha256(companion) != want:
+        raise BadInput(
+            f"the archive {companion} does not match its report {path} (sha256 differs)",
+            "it was changed or truncated; use the backup instead",
+        )
+    groups = report.get("groups")
+    if not isinstance(groups, list):
+        raise BadInput(f"report {path} is malformed: no 'groups'")
+    ids = tuple(str(g.get("canonical_id")) for g in groups if isinstance(g, dict))
+    unknown = [p for p in projects if p not in ids]
+    if unknown:
+        raise BadInput(
+            f"--project {', '.join(unknown)}: not a project this apply migrated",
+            f"choose from {', '.join(ids) or 'none'}",
+        )
+    return Archive(path, report, companion, ids)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class _Loaded:
+    counts: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, list[str]] = field(default_factory=dict)  # kind -> archived columns
+    targets: dict[tuple[str, str, str], None] = field(default_factory=dict)
+
+
+def _rows(archive: Archive, selected: set[str] | None, seen: _Loaded) -> Iterator[tuple[Any, ...]]:
+    """One rv_rec row per record (per id for rekey chunks), counting as it goes."""
+
+    def sel(canonical: str) -> int:
+        return 1 if selected is None or canonical in selected else 0
+
+    def count(kind: str, n: int = 1) -> None:
+        seen.counts[kind] = seen.counts.get(kind, 0) + n
+
+    for rec in read_records(archive.companion):
+        if isinstance(rec, ProjectRecord):
+            kind = rec.action  # "delete" | "rename"
+            count(kind)
+            new = None if kind == "delete" else rec.canonical_id
+            row = json.dumps(rec.row) if kind == "delete" else None
+            if kind == "delete":
+                seen.columns.setdefault(kind, list(rec.row))
+            yield (kind, rec.canonical_id, "projects", "name", "id", rec.id, rec.name, new,
+                   None, None, row, sel(rec.canonical_id))  # fmt: skip
+        elif isinstance(rec, StateRecord):
+            kind = {"duplicate": "archived", "history": "archived"}.get(rec.outcome, rec.outcome)
+            count(kind)
+            r = rec.row
+            new = None if kind == "archived" else rec.to_project_row
+            row = json.dumps(r) if kind == "archived" else None
+            if kind == "archived":
+                seen.columns.setdefault(kind, list(r))
+            yield (kind, rec.canonical_id, "project_state", "project_id", "id", r["id"],
+                   r.get("project_id"), new, r.get("category"), r.get("key"), row,
+                   sel(rec.canonical_id))  # fmt: skip
+        elif isinstance(rec, RekeyRecord):
+            count("rekey", len(rec.ids))
+            seen.targets[(rec.table, rec.column, rec.key)] = None
+            for key, old in zip(rec.ids, rec.old, strict=True):
+                yield ("rekey", rec.to, rec.table, rec.column, rec.key, key, old, rec.to,
+                       None, None, None, sel(rec.to))  # fmt: skip
+        elif isinstance(rec, SupersedeRecord):
+            count("supersede")
+            yield ("supersede", rec.canonical_id, "memories", "status", "id", rec.id, "active",
+                   "superseded", None, None, None, sel(rec.canonical_id))  # fmt: skip
+
+
+def _check_counts(archive: Archive, seen: _Loaded) -> None:
+    """The archive must hold what its report counted: an edited report or a
+    companion of another apply is refused before anything is classified."""
+    c = archive.report.get("counts") or {}
+    expected = {
+        "delete": c.get("shadow_rows_deleted", 0),
+        "rename": c.get("shadow_rows_renamed", 0),
+        "moves": c.get("state_moved", 0),
+        "archived": c.get("state_archived_duplicate", 0) + c.get("state_archived_history", 0),
+        "rekey": sum(c.get(f"{b}_rekeyed", 0) for b in ("memories", "interactions", "extra")),
+        "supersede": c.get("memories_superseded", 0),
+    }
+    for kind, want in expected.items():
+        got = seen.counts.get(kind, 0)
+        if got != want:
+            raise BadInput(
+                f"the archive {archive.companion} does not match its report {archive.path}:"
+                f" {got} {kind} record(s) in the archive, {want} in the report",
+                "the report or the archive was edited; use the backup instead",
+            )
+
+
+# -- the inverse -----------------------------------------------------------------
+
+
+def build_inverse(
+    conn: sqlite3.Connection,
+    archive: Archive,
+    registry: Registry,
+    projects: tuple[str, ...],
+    progress: Progress = quiet,
+) -> Inverse:
+    """Load the archive into ``temp.rv_rec`` and classify every record. Reads only."""
+    progress("reading the archive")
+    for sql in inverse.SETUP:
+        conn.execute(sql)
+    seen = _Loaded()
+    conn.executemany(inverse.INSERT, _rows(archive, set(projects) if projects else None, seen))
+    _check_counts(archive, seen)
+    for sql in inverse.INDEX:
+        conn.execute(sql)
+    progress("classifying every row the apply changed")
+    present = {
+        str(r[0]).lower()
+        for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")
+    }
+    targets = [
+        t
+        for t in seen.targets
+        if t[0].lower() in present
+        and t[1].lower() in {c.lower() for c in table_columns(conn, t[0])}
+    ]
+    classify = inverse.classify("state", targets, present)
+    for sql in classify:
+        conn.execute(sql)
+    _name_conflicts(conn)
+    for sql in inverse.CONFLICTS:
+        conn.execute(sql)
+    writes = inverse.writes(
+        _columns(conn, "projects", seen.columns.get("delete", [])),
+        _columns(conn, "project_state", seen.columns.get("archived", [])),
+        targets,
+    )
+    counts, by_kind = _summary(conn)
+    listed = [
+        dict(zip(("kind", "table", "column", "key", "old", "new", "state", "why"), r, strict=True))
+        for r in conn.execute(inverse.LISTED, (LISTED,))
+    ]
+    restored = {
+        "projects": by_kind.get("delete", {}).get("left", 0),
+        "project_state": by_kind.get("archived", {}).get("left", 0),
+    }
+    statements = [*inverse.SETUP, *inverse.INDEX, *classify, *inverse.CONFLICTS]
+    return Inverse(
+        counts=counts,
+        by_kind=by_kind,
+        listed=listed,
+        statements=statements,
+        writes=writes,
+        recheck=inverse.classify("after", targets, present),
+        digest=_digest(conn),
+        restored=restored,
+        aliases=_still_mapped(conn, registry),
+    )
+
+
+def _columns(conn: sqlite3.Connection, table: str, archived: list[str]) -> list[str]:
+    """Archived columns the table still has: a column added since keeps its default."""
+    have = set(table_columns(conn, table))
+    return [c for c in archived if c in have]
+
+
+def _name_conflicts(conn: sqlite3.Connection) -> None:
+    """A shadow cannot take back its name while another projects row holds it
+    (folded: ``P05`` clashes with ``p05``). Projects rows are few: read them."""
+    names: dict[str, list[str]] = {}
+    for pid, name in conn.execute(inverse.PROJECT_NAMES):
+        if isinstance(name, str):
+            names.setdefault(fold(name), []).append(str(pid))
+    clash = [
+        int(seq)
+        for seq, key, old in conn.execute(inverse.NAMES).fetchall()
+        if any(pid != str(key) for pid in names.get(fold(str(old)), []))
+    ]
+    if clash:
+        conn.execute(
+            "UPDATE temp.rv_rec SET state = 'conflict',"
+            " why = 'another projects row now holds this name'"
+            f" WHERE seq IN ({', '.join(str(s) for s in clash)})"
+        )
+
+
+def _summary(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    counts: dict[str, int] = {}
+    by_kind: dict[str, dict[str, int]] = {}
+    for kind, state, sel, n in conn.execute(inverse.SUMMARY):
+        if not sel or state == "kept":
+            continue
+        counts[str(state)] = counts.get(str(state), 0) + int(n)
+        by_kind.setdefault(str(kind), {})[str(state)] = int(n)
+    return counts, by_kind
+
+
+def _digest(conn: sqlite3.Connection) -> str:
+    """What the operator confirms: every selected record's state, in order."""
+    h = hashlib.sha256()
+    cur = conn.execute("SELECT seq, state FROM temp.rv_rec WHERE sel ORDER BY seq")
+    while rows := cur.fetchmany(5000):
+        h.update(repr(rows).encode())
+    return h.hexdigest()
+
+
+def _still_mapped(conn: sqlite3.Connection, registry: Registry) -> list[str]:
+    """Names revert gives back that the registry still calls aliases."""
+    out = []
+    for (old,) in conn.execute(
+        "SELECT DISTINCT old FROM temp.rv_rec WHERE sel AND state = 'left'"
+        " AND kind IN ('delete', 'rename', 'rekey')"
+    ):
+        hit = registry.classify(str(old)) if isinstance(old, str) else None
+        if hit is not None and hit[0] != "canonical":
+            out.append(str(old))
+    return sorted(set(out))
+
+
+def refuse_if_blocked(inv: Inverse, request: RevertRequest) -> None:
+    """Conflicts always refuse; changed rows refuse unless --skip-changed."""
+    conflicts = [r for r in inv.listed if r["state"] == "conflict"]
+    if inv.counts.get("conflict"):
+        first = conflicts[0]
+        raise Refused(
+            f"revert refused: {inv.counts['conflict']} conflict(s) with the database as it is"
+            f" now, e.g. {first['table']} {first['key']!r}: {first['why']}; nothing changed",
+            "resolve them by hand (revert --dry-run lists them), or restore the backup",
+        )
+    if inv.counts.get("changed") and not request.skip_changed:
+        first = next(r for r in inv.listed if r["state"] == "changed")
+        raise Refused(
+            f"revert refused: {inv.counts['changed']} row(s) changed since the apply, e.g."
+            f" {first['table']} {first['key']!r} ({first['why'] or 'its value changed'});"
+            " nothing changed",
+            "review them with --dry-run; --skip-changed reverts the rest and records them",
+        )
+
+
+# -- the transaction ---------------------------------------------------------------
+
+
+def dry_run(
+    db: Path, registry: Registry, request: RevertRequest, progress: Progress = quiet
+) -> RevertResult:
+    """Classify on a read-only connection; change nothing, write nothing."""
+    archive = load_archive(request.report, db, request.projects)
+    with read_only(db, request.busy_timeout) as conn:
+        inv = build_inverse(conn, archive, registry, request.projects, progress)
+    return RevertResult(inv, "dry-run")
+
+
+def run_revert(
+    db: Path,
+    registry: Registry,
+    request: RevertRequest,
+    confirm: Callable[[Inverse], bool] | None = None,
+    before_commit: Hook | None = None,
+    after_commit: Hook | None = None,
+    progress: Progress = quiet,
+) -> RevertResult:
+    """Revert in one transaction. Raises Refused with the database untouched."""
+    archive = load_archive(request.report, db, request.projects)
+    ensure_report_dir(request.report_dir)
+    with write_connection(db, request.busy_timeout) as conn:
+        confirmed: str | None = None
+        if confirm is not None:
+            # ask before the write lock, then insist on the same inverse inside it
+            preview = build_inverse(conn, archive, registry, request.projects, progress)
+            refuse_if_blocked(preview, request)
+            if preview.to_revert and not confirm(preview):
+                raise Refused("revert cancelled at the prompt; nothing was changed")
+            confirmed = preview.digest
+        progress("waiting for the write lock")
+        timings = {"lock_wait": begin_immediate(conn, db, request.busy_timeout)}
+        t0 = time.perf_counter()
+        inv = build_inverse(conn, archive, registry, request.projects, progress)
+        timings["inverse"] = time.perf_counter() - t0
+        if confirmed is not None and confirmed != inv.digest:
+            raise Refused(
+                "the database changed between the confirmation and the write lock",
+                "run revert again and review the new counts",
+            )
+        refuse_if_blocked(inv, request)
+        before = row_counts(conn)
+        if not inv.to_revert:
+            rollback(conn)
+            return RevertResult(inv, "empty", before, before, timings=timings)
+        result = _write(conn, db, inv, request, before, timings, progress)
+        with signals_deferred():
+            if before_commit is not None:
+                before_commit(result)
+            try:
+                commit(conn, db, request.busy_timeout)
+            except CommitFailed as exc:
+                failed = replace(result, status="rolled-back", after=before, error=exc.error)
+                raise RevertRolledBack(failed, exc.hint) from None
+            done = replace(result, status="reverted")
+            if after_commit is not None:
+                after_commit(done)
+        return done
+
+
+def _write(
+    conn: sqlite3.Connection,
+    db: Path,
+    inv: Inverse,
+    request: RevertRequest,
+    before: dict[str, int],
+    timings: dict[str, float],
+    say: Progress,
+) -> RevertResult:
+    """Back up, record, write the inverse, check. Returns a ``committing`` result."""
+    say("checking the file (PRAGMA quick_check)")
+    quick_check(conn, db)
+    backup: Path | None = None
+    backup_bytes = 0
+    if request.backup:
+        say("backing up")
+        t0 = time.perf_counter()
+        backup, backup_bytes = back_up(db, request.report_dir)
+        timings["backup"] = time.perf_counter() - t0
+    say("recording what revert does")
+    companion_path, _ = unique_path(request.report_dir, "revert", ".rows.jsonl.gz")
+    try:
+        companion = write_revert_records(conn, companion_path)
+    except OSError as exc:
+        raise Refused(
+            f"cannot write {companion_path}: {exc.strerror}; nothing was changed",
+            "free space in --report-dir",
+        ) from None
+    say("reverting")
+    t0 = time.perf_counter()
+    try:
+        for sql in inv.writes:
+            conn.execute(sql)
+    except sqlite3.Error as exc:
+        rollback(conn)
+        raise write_failed(db, exc, "revert") from None
+    timings["write"] = time.perf_counter() - t0
+    say("checking postconditions")
+    after = row_counts(conn)
+    found = postconditions(conn, inv, before, after)
+    result = RevertResult(
+        inv, "committing", before, after, backup, backup_bytes, companion, timings, found
+    )
+    failed = [c for c in found if not c.ok]
+    if failed:
+        rollback(conn)
+        error = "postcondition failed: " + failed[0].name
+        raise RevertRolledBack(replace(result, status="rolled-back", after=before, error=error))
+    return result
+
+
+def postconditions(
+    conn: sqlite3.Connection, inv: Inverse, before: dict[str, int], after: dict[str, int]
+) -> list[Check]:
+    """Every reverted record holds its pre-apply value; counts change by the restores only."""
+    for sql in inv.recheck:
+        conn.execute(sql)
+    (wrong,) = conn.execute(inverse.NOT_REVERTED).fetchone()
+    return [
+        Check(
+            "every reverted row holds its value from before the apply",
+            int(wrong) == 0,
+            f"{inv.to_revert} reverted, {wrong} not",
+        ),
+        *rows_conserved(before, after, inv.restored),
+    ]
+
+
+def write_revert_records(conn: sqlite3.Connection, path: Path) -> Path:
+    """Stream what revert reverts, skips and why, from ``temp.rv_rec``."""
+    comp = CompanionWriter(path)
+    try:
+        cur = conn.execute(inverse.RECORDS)
+        while rows := cur.fetchmany(5000):
+            for kind, canonical, tab, col, keycol, k, old, new, state, why in rows:
+                action = "reverted" if state == "left" else "skipped"
+                comp.write(
+                    RevertRecord(action, kind, str(canonical), tab, col, keycol, k, old, new, why)
+                )
+    except BaseException:
+        comp.discard()
+        raise
+    return comp.close()
