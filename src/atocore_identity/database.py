@@ -3,11 +3,19 @@
 Nothing here knows the migration's rules. It opens an existing database
 (never creating one), read-only for the read commands, and turns every way a
 file can be unusable into a DatabaseError with one clear line.
+
+Test hook: when ``ATOCORE_IDENTITY_TEST_KILL_AFTER_STEPS`` is set to N > 0,
+every connection this module opens counts SQLite VM instructions in steps of
+1000, summed over the process, and the process SIGKILLs itself at the N-th
+step (tests/test_kill_random.py); N = 0 only counts (``vm_kilosteps``).
+Unset, it costs nothing.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import signal
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator
@@ -15,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from atocore_identity.errors import DatabaseError, DatabaseLocked, Refused
+from atocore_identity.errors import BadInput, DatabaseError, DatabaseLocked, Refused
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -42,19 +50,80 @@ def quote_literal(value: object) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DatabaseError(
-            f"database {path} does not exist",
-            "pass --db with the path of AtoCore's SQLite file; this tool never creates one",
-        )
-    if path.is_dir():
-        raise DatabaseError(f"database {path} is a directory, not an SQLite file")
+def file_kind(mode: int) -> str | None:
+    """What a non-regular file is, for an error message; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a regular file"
+
+
+def read_regular_file(
+    path: Path,
+    what: str,
+    *,
+    expected: str = "a regular file",
+    error: type[BadInput] = BadInput,
+    hint: str | None = None,
+    missing_hint: str | None = None,
+    limit: int = -1,
+) -> bytes:
+    """The bytes of an input file (the first ``limit`` only, if given), which
+    must be a regular file; a symlink to one is fine.
+
+    Anything else (a FIFO, a directory, a device, a socket) is refused with one
+    line naming the file, as ``error`` ("WHAT PATH is a FIFO (named pipe), not
+    EXPECTED"). The kind is checked with stat, following symlinks, before any
+    open: opening a FIFO for reading blocks until a writer appears, that is
+    forever. The file is then opened non-blocking and its kind checked again
+    on the descriptor, so one swapped for a FIFO in between cannot hang either.
+    """
     try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_MAGIC))
+        kind = file_kind(os.stat(path).st_mode)
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist", missing_hint or hint) from None
     except OSError as exc:
-        raise DatabaseError(f"database {path} cannot be read: {exc.strerror}") from None
+        raise error(f"{what} {path} cannot be read: {exc.strerror}", hint) from None
+    if kind is not None:
+        raise error(f"{what} {path} is {kind}, not {expected}", hint)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read: {exc.strerror}", hint) from None
+    try:
+        kind = file_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise error(f"{what} {path} is {kind}, not {expected}", hint)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(limit)
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read: {exc.strerror}", hint) from None
+    finally:
+        os.close(fd)
+
+
+def _check_file(path: Path) -> None:
+    """Refuse anything but an existing regular file holding an SQLite header
+    (read_regular_file: a FIFO must not hang the tool)."""
+    header = read_regular_file(
+        path,
+        "database",
+        expected="an SQLite file",
+        error=DatabaseError,
+        hint="check the --db path",
+        missing_hint="pass --db with the path of AtoCore's SQLite file;"
+        " this tool never creates one",
+        limit=len(SQLITE_MAGIC),
+    )
     if header != SQLITE_MAGIC:
         raise DatabaseError(
             f"database {path} is not an SQLite database",
@@ -88,6 +157,38 @@ def _uri(path: Path, mode: str) -> str:
     return f"file:{quote(str(path.absolute()))}?mode={mode}"
 
 
+TEST_KILL_ENV = "ATOCORE_IDENTITY_TEST_KILL_AFTER_STEPS"
+_KILOSTEP = 1000
+_kilosteps_seen = 0
+
+
+def vm_kilosteps() -> int:
+    """Thousands of VM instructions counted by the test hook in this process."""
+    return _kilosteps_seen
+
+
+def _arm_test_kill(conn: sqlite3.Connection) -> None:
+    """Install the SIGKILL test hook (module docstring) if its variable is set."""
+    raw = os.environ.get(TEST_KILL_ENV)
+    if raw is None:
+        return
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise DatabaseError(f"{TEST_KILL_ENV} must be a whole number, got {raw!r}")
+
+    def tick() -> int:
+        global _kilosteps_seen
+        _kilosteps_seen += 1
+        if limit and _kilosteps_seen >= limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 0
+
+    conn.set_progress_handler(tick, _KILOSTEP)
+
+
 def open_database(path: Path, *, readonly: bool, busy_timeout: float = 5.0) -> sqlite3.Connection:
     """Open an existing AtoCore database; never create one.
 
@@ -107,6 +208,7 @@ def open_database(path: Path, *, readonly: bool, busy_timeout: float = 5.0) -> s
     except sqlite3.Error as exc:
         raise describe_sqlite_error(path, exc) from None
     try:
+        _arm_test_kill(conn)
         conn.execute("PRAGMA temp_store = FILE")
         if not table_exists(conn, "projects"):
             conn.close()
@@ -256,26 +358,93 @@ def backup_to(db: Path, target: Path) -> int:
     back up from a connection that holds a write transaction, and while apply
     holds the write lock nobody else can commit, so the second connection sees
     exactly the state the plan was built from.
+
+    A file under ``target``'s name is always a complete copy, whenever the
+    process dies: the copy is made in a private ``.tmp-*.db`` file beside it
+    (journal_mode OFF, so it never has a -journal or -wal of its own), checked
+    with PRAGMA quick_check, fsynced, then hard-linked to ``target`` (which
+    fails rather than overwrite anything, a symlink included) and the directory
+    fsynced. On any failure the temporary file is removed.
     """
-    create_private_file(target)
+    if target.exists() or target.is_symlink():
+        raise Refused(
+            f"{target} already exists; refusing to overwrite or follow it",
+            "move it away or choose another --report-dir",
+        )
+    tmp = target.parent / f".tmp-{secrets.token_hex(8)}.db"
+    create_private_file(tmp)
     try:
-        source = sqlite3.connect(_uri(db, "ro"), uri=True)
+        _copy_into(db, tmp)
+        _fsync_path(tmp, os.O_RDONLY)
         try:
-            dest = sqlite3.connect(str(target))
-            try:
-                source.backup(dest, pages=0)
-            finally:
-                dest.close()
-        finally:
-            source.close()
+            os.link(tmp, target)
+        except FileExistsError:
+            raise Refused(
+                f"{target} already exists; refusing to overwrite or follow it",
+                "move it away or choose another --report-dir",
+            ) from None
+        tmp.unlink()
+        _fsync_path(target.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except sqlite3.Error as exc:
-        target.unlink(missing_ok=True)
+        _discard(tmp)
         raise Refused(
             f"backup to {target} failed: {exc}; nothing was changed",
             "free space in --report-dir or pass --no-backup if you have your own",
         ) from None
     except OSError as exc:
-        target.unlink(missing_ok=True)
-        raise Refused(f"backup to {target} failed: {exc.strerror}; nothing was changed") from None
-    os.chmod(target, stat.S_IRUSR | stat.S_IWUSR)
+        _discard(tmp)
+        raise Refused(
+            f"backup to {target} failed: {exc.strerror or exc}; nothing was changed",
+            "free space in --report-dir or pass --no-backup if you have your own",
+        ) from None
+    except BaseException:
+        _discard(tmp)
+        raise
     return target.stat().st_size
+
+
+def _copy_into(db: Path, tmp: Path) -> None:
+    """Copy ``db`` into the empty file ``tmp`` and check the copy."""
+    source = sqlite3.connect(_uri(db, "ro"), uri=True)
+    try:
+        _arm_test_kill(source)
+        dest = sqlite3.connect(_uri(tmp, "rw"), uri=True, isolation_level=None)
+        try:
+            # No rollback journal or WAL for the copy: if the process dies the
+            # whole temporary file is debris anyway, and nothing named after it
+            # may be left beside it.
+            dest.execute("PRAGMA journal_mode = OFF")
+            source.backup(dest, pages=0)
+        finally:
+            dest.close()
+    finally:
+        source.close()
+    # The copy of a WAL database is flagged WAL too, and any ordinary
+    # connection to it would create -wal and -shm files. Nobody else knows the
+    # private temporary file, so it is checked as immutable: no side files.
+    check = sqlite3.connect(f"{_uri(tmp, 'ro')}&immutable=1", uri=True)
+    try:
+        _arm_test_kill(check)
+        found = [str(r[0]) for r in check.execute("PRAGMA main.quick_check(5)")]
+    finally:
+        check.close()
+    if found != ["ok"]:
+        raise sqlite3.DatabaseError("the copy fails quick_check: " + "; ".join(found))
+    for suffix in ("-journal", "-wal", "-shm"):
+        side = Path(str(tmp) + suffix)
+        if side.exists():
+            raise sqlite3.DatabaseError(f"the copy left {side.name} behind")
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary copy and any side file SQLite gave it."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        Path(str(tmp) + suffix).unlink(missing_ok=True)
+
+
+def _fsync_path(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

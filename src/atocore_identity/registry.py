@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from atocore_identity.database import read_regular_file
 from atocore_identity.errors import RegistryError
 
 
@@ -84,17 +85,15 @@ def _name(path: Path, where: str, value: object) -> str:
 
 def load_registry(path: Path) -> Registry:
     """Read and validate a registry file; raise RegistryError naming what is wrong."""
-    try:
-        raw_bytes = path.read_bytes()
-    except FileNotFoundError:
-        raise RegistryError(
-            f"registry {path} does not exist",
-            "pass --registry or set ATOCORE_PROJECT_REGISTRY_PATH",
-        ) from None
-    except IsADirectoryError:
-        raise RegistryError(f"registry {path} is a directory, not a JSON file") from None
-    except OSError as exc:
-        raise RegistryError(f"registry {path} cannot be read: {exc.strerror}") from None
+    # Not a plain read: a FIFO would block it forever (read_regular_file).
+    raw_bytes = read_regular_file(
+        path,
+        "registry",
+        expected="a JSON file",
+        error=RegistryError,
+        hint="check the --registry path",
+        missing_hint="pass --registry or set ATOCORE_PROJECT_REGISTRY_PATH",
+    )
     try:
         doc = json.loads(raw_bytes.decode("utf-8"))
     except UnicodeDecodeError:
