@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from atocore_identity import __version__
+from atocore_identity.database import read_regular_file
 from atocore_identity.errors import BadInput, Refused
 
 REPORT_VERSION = 1
@@ -156,11 +157,10 @@ def envelope(
 
 def load_report(path: Path, kind: str | None = None) -> dict[str, Any]:
     """Read a report file; BadInput-style Refused naming the file on any problem."""
+    raw = read_regular_file(path, "report", expected="a JSON report")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"report {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInput(f"report {path} is not a readable JSON report ({exc})") from None
     if not isinstance(doc, dict) or doc.get("report_version") != REPORT_VERSION:
         raise BadInput(f"report {path} is not an atocore-identity report (report_version)")

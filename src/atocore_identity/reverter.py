@@ -12,7 +12,6 @@ or with ``skip_changed`` are left and recorded. Conflicts always refuse.
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -21,20 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from atocore_identity import inverse
+from atocore_identity.archive import Archive, Loaded, archive_rows, check_counts, load_archive
 from atocore_identity.checks import Check, rows_conserved
 from atocore_identity.companion import (
     CompanionWriter,
-    ProjectRecord,
-    RekeyRecord,
     RevertRecord,
-    StateRecord,
-    SupersedeRecord,
     read_records,
 )
 from atocore_identity.database import quick_check, read_only, table_columns
 from atocore_identity.errors import BadInput, Refused
 from atocore_identity.registry import Registry, fold
-from atocore_identity.reports import companion_of, ensure_report_dir, load_report, unique_path
+from atocore_identity.reports import companion_of, ensure_report_dir, unique_path
 from atocore_identity.survey import Progress, quiet
 from atocore_identity.transaction import (
     CommitFailed,
@@ -49,7 +45,6 @@ from atocore_identity.transaction import (
 )
 
 LISTED = 50  # changed rows and conflicts named in the refusal and the report
-FINISHED = ("applied", "committing")
 
 
 @dataclass(frozen=True)
@@ -62,16 +57,6 @@ class RevertRequest:
     projects: tuple[str, ...] = ()
     skip_changed: bool = False
     backup: bool = True
-
-
-@dataclass(frozen=True)
-class Archive:
-    """An apply report and its companion, checked against each other and the database."""
-
-    path: Path
-    report: dict[str, Any]
-    companion: Path
-    canonical_ids: tuple[str, ...]
 
 
 @dataclass
@@ -121,134 +106,6 @@ class RevertRolledBack(Refused):
 Hook = Callable[[RevertResult], None]
 
 
-# -- the archive ---------------------------------------------------------------
-
-
-def load_archive(path: Path, db: Path, projects: tuple[str, ...] = ()) -> Archive:
-    """The apply report and its companion; BadInput for anything that cannot be reverted."""
-    report = load_report(path, "apply")
-    status = report.get("status")
-    if status not in FINISHED:
-        raise BadInput(
-            f"report {path} records an apply that changed nothing (status {status!r})",
-            "pass the report of an apply that applied (`atocore-identity history` lists them)",
-        )
-    named = report.get("database")
-    if not isinstance(named, str) or not _same_file(Path(named), db):
-        raise BadInput(
-            f"report {path} is from another database ({named}), not {db}",
-            "pass the --db the apply ran on",
-        )
-    companion = companion_of(path, report)
-    if companion is None:
-        raise BadInput(f"report {path} names no archive companion", "it cannot be reverted")
-    if not companion.is_file():
-        raise BadInput(f"the archive {companion} of {path} is missing", "use the backup instead")
-    want = report.get("companion_sha256")
-    if want is not None and _sha256(companion) != want:
-        raise BadInput(
-            f"the archive {companion} does not match its report {path} (sha256 differs)",
-            "it was changed or truncated; use the backup instead",
-        )
-    groups = report.get("groups")
-    if not isinstance(groups, list):
-        raise BadInput(f"report {path} is malformed: no 'groups'")
-    ids = tuple(str(g.get("canonical_id")) for g in groups if isinstance(g, dict))
-    unknown = [p for p in projects if p not in ids]
-    if unknown:
-        raise BadInput(
-            f"--project {', '.join(unknown)}: not a project this apply migrated",
-            f"choose from {', '.join(ids) or 'none'}",
-        )
-    return Archive(path, report, companion, ids)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.samefile(b)
-    except OSError:
-        return a.resolve() == b.resolve()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@dataclass
-class _Loaded:
-    counts: dict[str, int] = field(default_factory=dict)
-    columns: dict[str, list[str]] = field(default_factory=dict)  # kind -> archived columns
-    targets: dict[tuple[str, str, str], None] = field(default_factory=dict)
-
-
-def _rows(archive: Archive, selected: set[str] | None, seen: _Loaded) -> Iterator[tuple[Any, ...]]:
-    """One rv_rec row per record (per id for rekey chunks), counting as it goes."""
-
-    def sel(canonical: str) -> int:
-        return 1 if selected is None or canonical in selected else 0
-
-    def count(kind: str, n: int = 1) -> None:
-        seen.counts[kind] = seen.counts.get(kind, 0) + n
-
-    for rec in read_records(archive.companion):
-        if isinstance(rec, ProjectRecord):
-            kind = rec.action  # "delete" | "rename"
-            count(kind)
-            new = None if kind == "delete" else rec.canonical_id
-            row = json.dumps(rec.row) if kind == "delete" else None
-            if kind == "delete":
-                seen.columns.setdefault(kind, list(rec.row))
-            yield (kind, rec.canonical_id, "projects", "name", "id", rec.id, rec.name, new,
-                   None, None, row, sel(rec.canonical_id))  # fmt: skip
-        elif isinstance(rec, StateRecord):
-            kind = {"duplicate": "archived", "history": "archived"}.get(rec.outcome, rec.outcome)
-            count(kind)
-            r = rec.row
-            new = None if kind == "archived" else rec.to_project_row
-            row = json.dumps(r) if kind == "archived" else None
-            if kind == "archived":
-                seen.columns.setdefault(kind, list(r))
-            yield (kind, rec.canonical_id, "project_state", "project_id", "id", r["id"],
-                   r.get("project_id"), new, r.get("category"), r.get("key"), row,
-                   sel(rec.canonical_id))  # fmt: skip
-        elif isinstance(rec, RekeyRecord):
-            count("rekey", len(rec.ids))
-            seen.targets[(rec.table, rec.column, rec.key)] = None
-            for key, old in zip(rec.ids, rec.old, strict=True):
-                yield ("rekey", rec.to, rec.table, rec.column, rec.key, key, old, rec.to,
-                       None, None, None, sel(rec.to))  # fmt: skip
-        elif isinstance(rec, SupersedeRecord):
-            count("supersede")
-            yield ("supersede", rec.canonical_id, "memories", "status", "id", rec.id, "active",
-                   "superseded", None, None, None, sel(rec.canonical_id))  # fmt: skip
-
-
-def _check_counts(archive: Archive, seen: _Loaded) -> None:
-    """The archive must hold what its report counted: an edited report or a
-    companion of another apply is refused before anything is classified."""
-    c = archive.report.get("counts") or {}
-    expected = {
-        "delete": c.get("shadow_rows_deleted", 0),
-        "rename": c.get("shadow_rows_renamed", 0),
-        "moves": c.get("state_moved", 0),
-        "archived": c.get("state_archived_duplicate", 0) + c.get("state_archived_history", 0),
-        "rekey": sum(c.get(f"{b}_rekeyed", 0) for b in ("memories", "interactions", "extra")),
-        "supersede": c.get("memories_superseded", 0),
-    }
-    for kind, want in expected.items():
-        got = seen.counts.get(kind, 0)
-        if got != want:
-            raise BadInput(
-                f"the archive {archive.companion} does not match its report {archive.path}:"
-                f" {got} {kind} record(s) in the archive, {want} in the report",
-                "the report or the archive was edited; use the backup instead",
-            )
-
-
 # -- the inverse -----------------------------------------------------------------
 
 
@@ -263,9 +120,11 @@ def build_inverse(
     progress("reading the archive")
     for sql in inverse.SETUP:
         conn.execute(sql)
-    seen = _Loaded()
-    conn.executemany(inverse.INSERT, _rows(archive, set(projects) if projects else None, seen))
-    _check_counts(archive, seen)
+    seen = Loaded()
+    conn.executemany(
+        inverse.INSERT, archive_rows(archive, set(projects) if projects else None, seen)
+    )
+    check_counts(archive, seen)
     for sql in inverse.INDEX:
         conn.execute(sql)
     progress("classifying every row the apply changed")
@@ -360,16 +219,20 @@ def _digest(conn: sqlite3.Connection) -> str:
 
 
 def _still_mapped(conn: sqlite3.Connection, registry: Registry) -> list[str]:
-    """Names revert gives back that the registry still calls aliases."""
-    out = []
-    for (old,) in conn.execute(
+    """Names revert gives back that the registry still calls aliases or
+    variants, folded, the first LISTED: ``plan`` would migrate them again."""
+    out: set[str] = set()
+    cur = conn.execute(
         "SELECT DISTINCT old FROM temp.rv_rec WHERE sel AND state = 'left'"
         " AND kind IN ('delete', 'rename', 'rekey')"
-    ):
-        hit = registry.classify(str(old)) if isinstance(old, str) else None
+    )
+    for (old,) in cur:
+        hit = registry.classify(old) if isinstance(old, str) else None
         if hit is not None and hit[0] != "canonical":
-            out.append(str(old))
-    return sorted(set(out))
+            out.add(fold(old))
+            if len(out) >= LISTED:
+                break
+    return sorted(out)
 
 
 def refuse_if_blocked(inv: Inverse, request: RevertRequest) -> None:
@@ -539,3 +402,57 @@ def write_revert_records(conn: sqlite3.Connection, path: Path) -> Path:
         comp.discard()
         raise
     return comp.close()
+
+
+# -- verify --report REVERT_REPORT ---------------------------------------------------
+
+
+def check_revert_report(
+    conn: sqlite3.Connection, path: Path, report: dict[str, Any]
+) -> list[Check]:
+    """Every row the revert reverted still holds its value from before the apply.
+
+    The revert's own companion names them; they are loaded into the same
+    TEMP table and classified by the same statements: each must be ``before``.
+    """
+    status = report.get("status")
+    if status not in ("reverted", "committing"):
+        raise BadInput(
+            f"report {path} records a revert that changed nothing (status {status!r})",
+            "pass the report of a revert that reverted (`atocore-identity history`)",
+        )
+    companion = companion_of(path, report)
+    if companion is None or not companion.is_file():
+        raise BadInput(f"the record {companion} of {path} is missing")
+    for sql in inverse.SETUP:
+        conn.execute(sql)
+    targets: dict[tuple[str, str, str], None] = {}
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for rec in read_records(companion):
+            if isinstance(rec, RevertRecord) and rec.action == "reverted":
+                if rec.kind == "rekey":
+                    targets[(rec.table, rec.column, rec.key_column)] = None
+                yield (rec.kind, rec.canonical_id, rec.table, rec.column, rec.key_column,
+                       rec.key, rec.old, rec.new, None, None, None, 1)  # fmt: skip
+
+    conn.executemany(inverse.INSERT, rows())
+    for sql in inverse.INDEX:
+        conn.execute(sql)
+    present = {
+        str(r[0]).lower()
+        for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")
+    }
+    usable = [t for t in targets if t[0].lower() in present]
+    for sql in inverse.classify("state", usable, present):
+        conn.execute(sql)
+    total, wrong = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(state IS NOT 'before'), 0) FROM temp.rv_rec"
+    ).fetchone()
+    return [
+        Check(
+            "rows the revert reverted hold their values from before the apply",
+            int(wrong) == 0,
+            f"{total} rows checked, {wrong} differ",
+        )
+    ]

@@ -1,0 +1,166 @@
+"""An apply's archive read back: its report and companion checked, then loaded.
+
+revert and ``verify --report REVERT_REPORT`` load archive records into
+``temp.rv_rec`` (``inverse.py``) with one streaming ``executemany``; this
+module owns the checks that come first: the report is an apply that changed
+something, on this database, and its companion is the one it names (sha256)
+holding what it counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from atocore_identity.companion import (
+    ProjectRecord,
+    RekeyRecord,
+    StateRecord,
+    SupersedeRecord,
+    read_records,
+)
+from atocore_identity.errors import BadInput
+from atocore_identity.reports import companion_of, load_report
+
+FINISHED = ("applied", "committing")
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An apply report and its companion, checked against each other and the database."""
+
+    path: Path
+    report: dict[str, Any]
+    companion: Path
+    canonical_ids: tuple[str, ...]
+
+
+def load_archive(path: Path, db: Path, projects: tuple[str, ...] = ()) -> Archive:
+    """The apply report and its companion; BadInput for anything that cannot be reverted."""
+    report = load_report(path, "apply")
+    status = report.get("status")
+    if status not in FINISHED:
+        raise BadInput(
+            f"report {path} records an apply that changed nothing (status {status!r})",
+            "pass the report of an apply that applied (`atocore-identity history` lists them)",
+        )
+    named = report.get("database")
+    if not isinstance(named, str) or not _same_file(Path(named), db):
+        raise BadInput(
+            f"report {path} is from another database ({named}), not {db}",
+            "pass the --db the apply ran on",
+        )
+    companion = companion_of(path, report)
+    if companion is None:
+        raise BadInput(f"report {path} names no archive companion", "it cannot be reverted")
+    if not companion.is_file():
+        raise BadInput(f"the archive {companion} of {path} is missing", "use the backup instead")
+    want = report.get("companion_sha256")
+    if want is not None and _sha256(companion) != want:
+        raise BadInput(
+            f"the archive {companion} does not match its report {path} (sha256 differs)",
+            "it was changed or truncated; use the backup instead",
+        )
+    groups = report.get("groups")
+    if not isinstance(groups, list):
+        raise BadInput(f"report {path} is malformed: no 'groups'")
+    ids = tuple(str(g.get("canonical_id")) for g in groups if isinstance(g, dict))
+    unknown = [p for p in projects if p not in ids]
+    if unknown:
+        raise BadInput(
+            f"--project {', '.join(unknown)}: not a project this apply migrated",
+            f"choose from {', '.join(ids) or 'none'}",
+        )
+    return Archive(path, report, companion, ids)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Loaded:
+    counts: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, list[str]] = field(default_factory=dict)  # kind -> archived columns
+    targets: dict[tuple[str, str, str], None] = field(default_factory=dict)
+
+
+def archive_rows(
+    archive: Archive, selected: set[str] | None, seen: Loaded
+) -> Iterator[tuple[Any, ...]]:
+    """One rv_rec row per record (per id for rekey chunks), counting as it goes."""
+
+    def sel(canonical: str) -> int:
+        return 1 if selected is None or canonical in selected else 0
+
+    def count(kind: str, n: int = 1) -> None:
+        seen.counts[kind] = seen.counts.get(kind, 0) + n
+
+    for rec in read_records(archive.companion):
+        if isinstance(rec, ProjectRecord):
+            kind = rec.action  # "delete" | "rename"
+            count(kind)
+            new = None if kind == "delete" else rec.canonical_id
+            row = json.dumps(rec.row) if kind == "delete" else None
+            if kind == "delete":
+                seen.columns.setdefault(kind, list(rec.row))
+            yield (kind, rec.canonical_id, "projects", "name", "id", rec.id, rec.name, new,
+                   None, None, row, sel(rec.canonical_id))  # fmt: skip
+        elif isinstance(rec, StateRecord):
+            kind = {"duplicate": "archived", "history": "archived"}.get(rec.outcome, rec.outcome)
+            count(kind)
+            r = rec.row
+            new = None if kind == "archived" else rec.to_project_row
+            row = json.dumps(r) if kind == "archived" else None
+            if kind == "archived":
+                seen.columns.setdefault(kind, list(r))
+            yield (kind, rec.canonical_id, "project_state", "project_id", "id", r["id"],
+                   r.get("project_id"), new, r.get("category"), r.get("key"), row,
+                   sel(rec.canonical_id))  # fmt: skip
+        elif isinstance(rec, RekeyRecord):
+            count("rekey", len(rec.ids))
+            seen.targets[(rec.table, rec.column, rec.key)] = None
+            for key, old in zip(rec.ids, rec.old, strict=True):
+                yield ("rekey", rec.to, rec.table, rec.column, rec.key, key, old, rec.to,
+                       None, None, None, sel(rec.to))  # fmt: skip
+        elif isinstance(rec, SupersedeRecord):
+            count("supersede")
+            yield ("supersede", rec.canonical_id, "memories", "status", "id", rec.id, "active",
+                   "superseded", None, None, None, sel(rec.canonical_id))  # fmt: skip
+
+
+def check_counts(archive: Archive, seen: Loaded) -> None:
+    """The archive must hold what its report counted: an edited report or a
+    companion of another apply is refused before anything is classified."""
+    c = archive.report.get("counts") or {}
+    expected = {
+        "delete": c.get("shadow_rows_deleted", 0),
+        "rename": c.get("shadow_rows_renamed", 0),
+        "moves": c.get("state_moved", 0),
+        "archived": c.get("state_archived_duplicate", 0) + c.get("state_archived_history", 0),
+        "rekey": sum(c.get(f"{b}_rekeyed", 0) for b in ("memories", "interactions", "extra")),
+        "supersede": c.get("memories_superseded", 0),
+    }
+    for kind, want in expected.items():
+        got = seen.counts.get(kind, 0)
+        if got != want:
+            raise BadInput(
+                f"the archive {archive.companion} does not match its report {archive.path}:"
+                f" {got} {kind} record(s) in the archive, {want} in the report",
+                "the report or the archive was edited; use the backup instead",
+            )
