@@ -207,8 +207,15 @@ def run_apply(
 
 def refuse_if_blocked(plan: Plan, request: ApplyRequest, confirmed: str | None = None) -> None:
     """Every rail that refuses before a write, in the order an operator fixes them."""
-    if plan.is_empty and request.plan_fingerprint is not None and not plan.blockers:
-        return  # already applied: run_apply says so and succeeds
+    if (
+        plan.is_empty
+        and request.plan_fingerprint is not None
+        and not plan.integrity_errors
+        and not plan.unresolved
+    ):
+        # already applied: run_apply says so and succeeds; resolutions of
+        # collisions the apply settled are stale by then, and harmless
+        return
     if request.plan_fingerprint is not None and request.plan_fingerprint != plan.fingerprint:
         raise Refused(
             "plan is stale: the database or registry changed since the plan was made",

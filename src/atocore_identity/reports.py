@@ -33,6 +33,11 @@ def stamp(moment: datetime) -> str:
 
 def ensure_report_dir(path: Path) -> Path:
     """Create the report dir (owner-only) and prove it is writable, before any write."""
+    if path.is_symlink() and not path.exists():
+        raise Refused(
+            f"report dir {path} is a dangling symlink (to {os.readlink(path)})",
+            "create its target or pass another --report-dir",
+        )
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
