@@ -1,20 +1,50 @@
-"""The floor: the same writes as ``apply``, as a minimal hand-written SQL script.
+"""The floors: the least hand-written SQL that decides, or makes, apply's changes.
 
-    .venv/bin/python bench/floor.py DB REGISTRY          # migrate DB in place
-    .venv/bin/python bench/floor.py --print-sql REGISTRY # show the script
+    .venv/bin/python bench/floor.py DB REGISTRY               # apply floor: migrate DB
+    .venv/bin/python bench/floor.py --plan-only DB REGISTRY   # dry-run floor: count only
+    .venv/bin/python bench/floor.py --print-sql [--plan-only] REGISTRY
 
-What a DBA who knows the rules would type: an alias table from the registry,
-set-based decisions, ``UPDATE ... FROM`` (or ``IN`` where that lets SQLite
-drive from the small side) and deletes, in one ``BEGIN IMMEDIATE``
-transaction with foreign keys on, through Python's sqlite3. No safety rails,
-no backup, no archive, no report, no fingerprint: the cost of the writes and
-of the least work that decides them. run.py checks after every
-floor run that the database it leaves has the same rows as apply's.
+Both build the same decisions as ``plan`` in TEMP tables, by SPEC §3 and
+nothing else (no code of the tool's is imported or copied):
 
-It folds names in SQL with ``lower(trim(x, ' ' || char(9)))``, which matches
-the tool's Unicode-aware fold only for ASCII names padded with spaces and
-tabs: true of bench/generate.py's data, not of AtoCore databases in general.
-It has no collision handling (the bench data has none).
+- ``alias``/``grp``/``tgt``: the registry's folded names, every recognised
+  ``projects`` row, and per project with a shadow the row that stays (its
+  canonical row, else the shadow with the lowest id, renamed).
+- ``st``: one outcome per state row of every (project, category, key) that a
+  shadow holds: ``collision`` (two or more active rows with different
+  values), else the first row by (active, canonical, newest, lowest id)
+  ``stays`` or ``moves``, the others are a ``duplicate`` of its value or
+  ``history``.
+- ``names``: every spelling in ``memories.project`` or ``interactions.project``
+  that folds to an id or alias and is not the id itself, found by a loose
+  index scan (one seek per distinct value, not one step per row).
+- ``moved``: the active memories to rekey; ``tw``: the active memories already
+  canonical that one of them will join (the one pass over active memories
+  that no index can avoid); ``sup``: every set of two or more active twins,
+  ranked newest first (ties: the row already canonical, then the lowest id),
+  ``rn > 1`` is superseded. Only the sets that hold a rekeyed row and a
+  second row are ranked.
+
+``--plan-only`` (the dry-run floor) also builds the rekey sets (``rk_mem``,
+``rk_int``: every row whose project is renamed, with its new name) driving
+from ``names`` through ``idx_*_project``, and prints ONE JSON line: the
+counts, named as in plan's report, plus seconds per statement. It opens the
+database read-only (``mode=ro``) with ``PRAGMA temp_store = MEMORY``, so it
+writes nothing to the database or to disk. run.py checks that its counts
+equal ``plan``'s.
+
+Without ``--plan-only`` (the apply floor) it skips the rekey sets (the
+UPDATEs find those rows themselves) and makes the writes, in one
+``BEGIN IMMEDIATE`` transaction with foreign keys on and the default page
+cache. It refuses (exit 3) when there is a collision. run.py checks that it
+leaves exactly the rows apply leaves.
+
+No safety rail, backup, archive, report or fingerprint: the cost of deciding
+(and of writing) and nothing else. Names are folded in SQL with
+``lower(trim(x, ' ' || char(9)))``, which equals the tool's Unicode-aware
+fold only for ASCII names padded with spaces and tabs: true of
+bench/generate.py's data, not of AtoCore databases in general. A project with
+two canonical rows (an integrity error for the tool) is not handled.
 """
 
 from __future__ import annotations
@@ -28,6 +58,35 @@ from pathlib import Path
 from typing import Any
 
 FOLD = "lower(trim({x}, ' ' || char(9)))"
+TEMP_STORE = "MEMORY"  # both floors: TEMP tables in memory, nothing to disk but the writes
+APPLY_CACHE_KIB = 16384  # the apply floor gets apply's page cache (PRAGMA cache_size)
+
+COUNTS = """SELECT
+  (SELECT COUNT(*) FROM grp JOIN tgt USING (canonical) WHERE pid <> target),
+  (SELECT COUNT(*) FROM tgt WHERE has_canonical = 0),
+  (SELECT COUNT(*) FROM st WHERE outcome = 'moves'),
+  (SELECT COUNT(*) FROM st WHERE outcome = 'duplicate'),
+  (SELECT COUNT(*) FROM st WHERE outcome = 'history'),
+  (SELECT COUNT(*) FROM st WHERE outcome = 'stays'),
+  (SELECT COUNT(*) FROM st WHERE outcome = 'collision'),
+  (SELECT COUNT(*) FROM (SELECT DISTINCT canonical, category, key FROM st
+                         WHERE outcome = 'collision')),
+  (SELECT COUNT(*) FROM rk_mem),
+  (SELECT COUNT(*) FROM sup WHERE rn > 1),
+  (SELECT COUNT(*) FROM rk_int)"""
+COUNT_NAMES = (
+    "shadow_rows_deleted",
+    "shadow_rows_renamed",
+    "state_moved",
+    "state_archived_duplicate",
+    "state_archived_history",
+    "state_unchanged",
+    "state_in_collision",
+    "collisions",
+    "memories_rekeyed",
+    "memories_superseded",
+    "interactions_rekeyed",
+)
 
 
 def alias_rows(registry: Path) -> list[tuple[str, str, int]]:
@@ -40,17 +99,25 @@ def alias_rows(registry: Path) -> list[tuple[str, str, int]]:
     return out
 
 
-def script(registry: Path) -> list[str]:
-    """The floor, statement by statement."""
+def _loose_scan(table: str) -> str:
+    """Distinct non-NULL values of TABLE.project, one index seek each."""
+    return f"""{table}_names(p) AS (
+  SELECT MIN(project) FROM {table}
+  UNION ALL
+  SELECT (SELECT MIN(project) FROM {table} WHERE project > d.p) FROM {table}_names AS d
+  WHERE d.p IS NOT NULL)"""
+
+
+def decide(registry: Path, plan_only: bool) -> list[str]:
+    """The statements that build the decisions in TEMP tables."""
     fold_name = FOLD.format(x="p.name")
     fold_raw = FOLD.format(x="raw")
     values = ", ".join(
         "(" + ", ".join([_lit(f), _lit(c), str(i)]) + ")" for f, c, i in alias_rows(registry)
     )
-    return [
+    out = [
         "CREATE TEMP TABLE alias (folded TEXT PRIMARY KEY, canonical TEXT NOT NULL, is_id INT)",
         f"INSERT INTO alias VALUES {values}",
-        # every recognised project row, and per project with a shadow the row that stays
         f"""CREATE TEMP TABLE grp AS
 SELECT p.id AS pid, a.canonical, a.is_id
 FROM projects AS p JOIN alias AS a ON a.folded = {fold_name}""",
@@ -58,40 +125,90 @@ FROM projects AS p JOIN alias AS a ON a.folded = {fold_name}""",
 SELECT canonical, COALESCE(MAX(CASE WHEN is_id THEN pid END), MIN(pid)) AS target,
        MAX(is_id) AS has_canonical
 FROM grp GROUP BY canonical HAVING MIN(is_id) = 0""",
-        """UPDATE projects SET name = t.canonical FROM tgt AS t
-WHERE projects.id = t.target AND t.has_canonical = 0""",
-        # project_state: rank each (project, category, key); the first stays or moves
+        # project_state: every (project, category, key) a shadow holds, decided
         """CREATE TEMP TABLE st AS
-SELECT ps.id, ps.project_id, t.target,
-       ROW_NUMBER() OVER (PARTITION BY g.canonical, ps.category, ps.key
-                          ORDER BY ps.status = 'active' DESC, g.is_id DESC,
-                                   ps.updated_at DESC, ps.id) AS rn
-FROM tgt AS t JOIN grp AS g ON g.canonical = t.canonical
-JOIN project_state AS ps ON ps.project_id = g.pid""",
-        "DELETE FROM project_state WHERE id IN (SELECT id FROM st WHERE rn > 1)",
-        """UPDATE project_state SET project_id = st.target FROM st
-WHERE project_state.id = st.id AND st.rn = 1 AND st.project_id <> st.target""",
+SELECT id, project_id, target, canonical, category, key, outcome FROM (
+  SELECT ps.id, ps.project_id, t.target, g.canonical, ps.category, ps.key,
+    MIN(g.is_id) OVER w AS canonical_only,
+    CASE
+      WHEN SUM(ps.status = 'active') OVER w >= 2
+           AND MIN(CASE WHEN ps.status = 'active' THEN ps.value END) OVER w
+               <> MAX(CASE WHEN ps.status = 'active' THEN ps.value END) OVER w
+        THEN 'collision'
+      WHEN ROW_NUMBER() OVER w = 1
+        THEN CASE WHEN ps.project_id = t.target THEN 'stays' ELSE 'moves' END
+      WHEN ps.value = FIRST_VALUE(ps.value) OVER w THEN 'duplicate'
+      ELSE 'history'
+    END AS outcome
+  FROM tgt AS t JOIN grp AS g ON g.canonical = t.canonical
+  JOIN project_state AS ps ON ps.project_id = g.pid
+  -- one window, one sort: the frame is the whole partition for every aggregate
+  WINDOW w AS (PARTITION BY g.canonical, ps.category, ps.key
+               ORDER BY ps.status = 'active' DESC, g.is_id DESC, ps.updated_at DESC, ps.id
+               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+) WHERE canonical_only = 0""",
         # the free-text columns: every spelling that folds to an id or alias
         "CREATE TEMP TABLE names (raw TEXT PRIMARY KEY, canonical TEXT NOT NULL)",
         f"""INSERT INTO names
-SELECT raw, a.canonical FROM (SELECT DISTINCT project AS raw FROM memories
-                              UNION SELECT DISTINCT project FROM interactions)
+WITH RECURSIVE {_loose_scan("memories")},
+{_loose_scan("interactions")}
+SELECT raw, a.canonical
+FROM (SELECT p AS raw FROM memories_names WHERE p IS NOT NULL
+      UNION SELECT p FROM interactions_names WHERE p IS NOT NULL)
 JOIN alias AS a ON a.folded = {fold_raw} WHERE raw <> a.canonical""",
-        """CREATE TEMP TABLE moved AS
+    ]
+    if plan_only:
+        out += [
+            """CREATE TEMP TABLE rk_mem AS
+SELECT m.id, n.canonical, m.status, m.memory_type, m.content, m.updated_at
+FROM names AS n CROSS JOIN memories AS m ON m.project = n.raw""",
+            """CREATE TEMP TABLE rk_int AS
+SELECT i.id, n.canonical FROM names AS n CROSS JOIN interactions AS i ON i.project = n.raw""",
+            """CREATE TEMP TABLE moved AS
+SELECT id, canonical, memory_type, content, updated_at FROM rk_mem WHERE status = 'active'""",
+        ]
+    else:
+        out.append(
+            """CREATE TEMP TABLE moved AS
 SELECT m.id, n.canonical, m.memory_type, m.content, m.updated_at
-FROM names AS n CROSS JOIN memories AS m ON m.project = n.raw WHERE +m.status = 'active'""",
+FROM names AS n CROSS JOIN memories AS m ON m.project = n.raw WHERE +m.status = 'active'"""
+        )
+    out += [
         "CREATE INDEX temp.moved_k ON moved (canonical, memory_type, content)",
-        # active twins that a moved memory will join: the newest stays active
-        """UPDATE memories SET status = 'superseded' FROM (
-  SELECT id, ROW_NUMBER() OVER (PARTITION BY canonical, memory_type, content
-                                ORDER BY updated_at DESC, rekeyed, id) AS rn
-  FROM (SELECT id, canonical, memory_type, content, updated_at, 1 AS rekeyed FROM moved
-        UNION ALL
-        SELECT m.id, m.project, m.memory_type, m.content, m.updated_at, 0 FROM memories AS m
-        WHERE m.status = 'active' AND EXISTS (SELECT 1 FROM moved AS x
-          WHERE x.canonical = m.project AND x.memory_type = m.memory_type
-            AND x.content = m.content))
-) AS d WHERE memories.id = d.id AND d.rn > 1""",
+        # the one pass over the active memories: which are twins of a moved one
+        """CREATE TEMP TABLE tw AS
+SELECT m.id, m.project AS canonical, m.memory_type, m.content, m.updated_at
+FROM memories AS m WHERE m.status = 'active' AND EXISTS (
+  SELECT 1 FROM moved AS x WHERE x.canonical = m.project
+     AND x.memory_type = m.memory_type AND x.content = m.content)""",
+        "CREATE INDEX temp.tw_k ON tw (canonical, memory_type, content)",
+        # rank the sets of two or more active rows that hold a moved one
+        """CREATE TEMP TABLE sup AS
+SELECT id, ROW_NUMBER() OVER (PARTITION BY canonical, memory_type, content
+                              ORDER BY updated_at DESC, rekeyed, id) AS rn
+FROM (SELECT id, canonical, memory_type, content, updated_at, 0 AS rekeyed FROM tw
+      UNION ALL
+      SELECT x.id, x.canonical, x.memory_type, x.content, x.updated_at, 1 FROM moved AS x
+      WHERE EXISTS (SELECT 1 FROM tw AS t WHERE t.canonical = x.canonical
+                      AND t.memory_type = x.memory_type AND t.content = x.content)
+         OR EXISTS (SELECT 1 FROM moved AS y WHERE y.canonical = x.canonical
+                      AND y.memory_type = x.memory_type AND y.content = x.content
+                      AND y.id <> x.id))""",
+    ]
+    return out
+
+
+def writes() -> list[str]:
+    """apply's writes, from the decisions (losers before winners, shadows last)."""
+    return [
+        """UPDATE projects SET name = t.canonical FROM tgt AS t
+WHERE projects.id = t.target AND t.has_canonical = 0""",
+        "DELETE FROM project_state WHERE id IN"
+        " (SELECT id FROM st WHERE outcome IN ('duplicate', 'history'))",
+        """UPDATE project_state SET project_id = st.target FROM st
+WHERE project_state.id = st.id AND st.outcome = 'moves'""",
+        "UPDATE memories SET status = 'superseded' FROM sup"
+        " WHERE memories.id = sup.id AND sup.rn > 1",
         # (UPDATE ... FROM names would scan the whole project index instead)
         "UPDATE memories SET project = (SELECT canonical FROM names WHERE raw = memories.project)"
         " WHERE project IN (SELECT raw FROM names)",
@@ -107,35 +224,81 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def run(db: Path, registry: Path) -> dict[str, Any]:
-    """Run the floor on ``db`` in one transaction; return per-statement seconds."""
+def _timed(conn: sqlite3.Connection, statements: list[str], steps: list[float]) -> None:
+    for sql in statements:
+        t = time.perf_counter()
+        conn.execute(sql)
+        steps.append(round(time.perf_counter() - t, 4))
+
+
+def plan_only(db: Path, registry: Path) -> dict[str, Any]:
+    """The dry-run floor: decisions and counts, read-only, TEMP tables in memory."""
+    t0 = time.perf_counter()
+    uri = f"file:{db.absolute()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    steps: list[float] = []
+    try:
+        conn.execute(f"PRAGMA temp_store = {TEMP_STORE}")
+        conn.execute("BEGIN")  # one read transaction: every statement sees one snapshot
+        _timed(conn, decide(registry, plan_only=True), steps)
+        t = time.perf_counter()
+        row = conn.execute(COUNTS).fetchone()
+        steps.append(round(time.perf_counter() - t, 4))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    counts = dict(zip(COUNT_NAMES, (int(v) for v in row), strict=True))
+    counts["collisions_unresolved"] = counts["collisions"]
+    counts["extra_rekeyed"] = 0
+    return {"counts": counts, "seconds": round(time.perf_counter() - t0, 4), "steps": steps}
+
+
+def apply_floor(db: Path, registry: Path) -> dict[str, Any]:
+    """The apply floor: decisions and writes in one transaction."""
     t0 = time.perf_counter()
     conn = sqlite3.connect(db, isolation_level=None)
     steps: list[float] = []
     try:
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA temp_store = {TEMP_STORE}")
+        conn.execute(f"PRAGMA cache_size = {-APPLY_CACHE_KIB}")
         conn.execute("BEGIN IMMEDIATE")
-        for sql in script(registry):
-            t = time.perf_counter()
-            conn.execute(sql)
-            steps.append(round(time.perf_counter() - t, 4))
+        _timed(conn, decide(registry, plan_only=False), steps)
+        (collisions,) = conn.execute(
+            "SELECT COUNT(*) FROM st WHERE outcome = 'collision'"
+        ).fetchone()
+        if collisions:
+            conn.execute("ROLLBACK")
+            raise SystemExit(3)
+        _timed(conn, writes(), steps)
+        t = time.perf_counter()
         conn.execute("COMMIT")
+        steps.append(round(time.perf_counter() - t, 4))
     finally:
         conn.close()
     return {"seconds": round(time.perf_counter() - t0, 4), "steps": steps}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="apply's writes as a hand-written SQL script")
+    ap = argparse.ArgumentParser(description="apply's decisions and writes as hand-written SQL")
     ap.add_argument("--print-sql", action="store_true", help="print the script and exit")
+    ap.add_argument(
+        "--plan-only", action="store_true", help="decide and count only: read-only, no writes"
+    )
     ap.add_argument("paths", nargs="+", type=Path, help="DB REGISTRY, or REGISTRY with --print-sql")
     args = ap.parse_args(argv)
     if args.print_sql:
-        print("PRAGMA foreign_keys = ON;\nBEGIN IMMEDIATE;")
-        print(";\n".join(script(args.paths[-1])) + ";\nCOMMIT;")
+        statements = decide(args.paths[-1], args.plan_only)
+        if args.plan_only:
+            print("PRAGMA temp_store = MEMORY;\nBEGIN;")
+            print(";\n".join([*statements, COUNTS]) + ";\nCOMMIT;")
+        else:
+            print("PRAGMA foreign_keys = ON;\nBEGIN IMMEDIATE;")
+            print(";\n".join([*statements, *writes()]) + ";\nCOMMIT;")
         return 0
     if len(args.paths) != 2:
         ap.error("give DB and REGISTRY")
+    run = plan_only if args.plan_only else apply_floor
     json.dump(run(args.paths[0], args.paths[1]), sys.stdout)
     print()
     return 0

@@ -1,24 +1,43 @@
-"""The benchmark runner: inspect, plan and apply against the hand-written SQL floor.
+"""The benchmark runner: every command of the tool against its floor, in one table.
 
-    make bench                                   # 100,000 and 1,000,000 rows, 3 runs
-    make bench BENCH_ARGS=--quick                # 20,000 rows, 1 run: a smoke test
-    .venv/bin/python bench/run.py --sizes 100000 --runs 5 --out bench/out
-    .venv/bin/python bench/run.py --sizes 1000000 --runs 0 --profile
+    make bench                                    # 100,000 and 1,000,000 rows, 3 runs each
+    make bench BENCH_ARGS=--quick                 # 100,000 rows, 1 run (fast iteration)
+    make bench BENCH_ARGS="--sizes 100000 --runs 5 --out /tmp/bench"
+    make bench BENCH_ARGS="--profile"             # also cProfile + statement timings at 1M
 
 For every size it builds (once, cached in --out) a seeded synthetic database
-with bench/generate.py, then for each run and each command copies it afresh
-and times the command as a whole child process: wall time around the child,
-and its peak RSS, ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` read by a
-small trampoline process whose only child is the command.
-apply runs with ``--yes --no-backup``; one extra apply run with the backup
-reports the backup on its own line. The floor (bench/floor.py) runs the same
-writes as a hand-written SQL script on its own fresh copy, and after every
-floor run its database must hold exactly the rows apply's holds.
+with bench/generate.py. Then, per run, each measurement gets its own fresh
+copy of that database (``shutil.copyfile``, then ``fsync``, so no command
+pays for writing the copy back; its pages stay in the OS page cache: every
+command runs with a warm page cache, nothing is dropped) and runs as a
+whole child process through its command line:
 
-``--profile`` adds, at the largest size: cProfile of apply and plan, a
-timeline of every SQL statement apply runs (time from its start to the next
-statement's start, which includes the Python that consumes its rows), and
-EXPLAIN QUERY PLAN of each, written to --out/profile-<size>.txt.
+=================  ======================================================
+plan               ``atocore-identity plan --format json`` (report and companion included)
+dry-run floor      ``bench/floor.py --plan-only``: the same decisions, read-only
+apply              ``atocore-identity apply --yes --no-backup``
+apply floor        ``bench/floor.py``: the same writes as hand-written SQL
+backup             ``atocore-identity apply --yes``; its ``timings_seconds.backup``
+cp                 ``cp`` of the database file then ``sync`` of the copy
+inspect            ``atocore-identity inspect``
+revert             ``atocore-identity revert --report APPLY_REPORT --yes --no-backup``
+                   on the database the apply run just migrated, when the
+                   installed tool has a ``revert`` command; "n/a" otherwise
+=================  ======================================================
+
+Wall time is taken around the child. Peak RSS is
+``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` read by a small trampoline
+process whose only child is the command: the command's own peak, not
+inflated by this (larger) runner. Each round runs every measurement once;
+the table shows medians over the rounds and ratios of medians.
+
+Checks, every run: the dry-run floor's counts equal plan's (the counts of
+plan's JSON report); plan and the dry-run floor leave the database file's
+size and mtime unchanged and no journal beside it; the apply floor leaves
+exactly the rows apply leaves (a digest of every row of every table).
+
+Output: ONE table on stdout (also ``--out/results.md``) and every sample in
+``--out/results-<time>.json``.
 """
 
 from __future__ import annotations
@@ -43,9 +62,25 @@ sys.path.insert(0, str(HERE))
 
 import generate  # noqa: E402
 
-COMMANDS = ("apply", "floor", "plan", "inspect")
 TARGET_SIZE = 1_000_000
+RSS_BUDGET_MB = 100.0
+REVERT_TARGET = 1.5  # revert time / apply time
+APPLY_TARGET = 2.0  # apply time / apply floor time, at TARGET_SIZE
+SCALING_TARGET = 12.0  # time at 10x the rows / time
 MB = 1024 * 1024
+
+# Measurement names in the JSON and their labels in the table.
+LABELS = {
+    "plan": "plan",
+    "plan_floor": "dry-run floor",
+    "apply": "apply",
+    "apply_floor": "apply floor",
+    "backup": "backup",
+    "cp": "cp",
+    "inspect": "inspect",
+    "revert": "revert",
+}
+TOOL_COMMANDS = ("plan", "apply", "backup", "inspect", "revert")
 
 
 # --------------------------------------------------------------------------
@@ -61,24 +96,25 @@ def tool() -> list[str]:
 # A small trampoline process starts each measured command, waits for it, and
 # reports getrusage(RUSAGE_CHILDREN): the peak RSS of that one child. Forking
 # the command straight from this (larger) runner would not do: Linux carries
-# the forking process's RSS into the child's ru_maxrss across exec.
+# the forking process's RSS into the child's maxrss across exec.
 TRAMPOLINE = """
 import json, resource, subprocess, sys, time
-t0 = time.perf_counter()
-rc = subprocess.call(sys.argv[2:], stdin=subprocess.DEVNULL,
-                     stdout=open(sys.argv[1], "wb"), stderr=subprocess.STDOUT)
-wall = time.perf_counter() - t0
+with open(sys.argv[1], "wb") as out, open(sys.argv[2], "wb") as err:
+    t0 = time.perf_counter()
+    rc = subprocess.call(sys.argv[3:], stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    wall = time.perf_counter() - t0
 kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({"wall": wall, "rss_mb": kib / (1048576 if sys.platform == "darwin" else 1024),
                   "rc": rc}))
 """
 
 
-def measure(cmd: list[str], log: Path) -> dict[str, Any]:
-    """Run ``cmd`` as a child: wall seconds, peak RSS (MB) and exit code."""
+def measure(cmd: list[str], work: Path) -> dict[str, Any]:
+    """Run ``cmd`` as a child: wall seconds, peak RSS (MB), exit code, stdout."""
     env = dict(os.environ, NO_COLOR="1")
+    out, err = work / "stdout.log", work / "stderr.log"
     done = subprocess.run(
-        [sys.executable, "-c", TRAMPOLINE, str(log), *cmd],
+        [sys.executable, "-c", TRAMPOLINE, str(out), str(err), *cmd],
         capture_output=True,
         text=True,
         env=env,
@@ -87,53 +123,40 @@ def measure(cmd: list[str], log: Path) -> dict[str, Any]:
     if done.returncode != 0:
         raise SystemExit(f"bench: the measuring trampoline failed:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
+    result["stdout"] = out.read_text("utf-8", "replace")
+    result["stderr"] = err.read_text("utf-8", "replace")
     return result
 
 
-def command_line(command: str, db: Path, registry: Path, reports: Path) -> list[str]:
-    common = ["--db", str(db), "--registry", str(registry), "--report-dir", str(reports)]
-    if command == "floor":
-        return [sys.executable, str(HERE / "floor.py"), str(db), str(registry)]
-    if command == "apply":
-        return [*tool(), "apply", *common, "--yes", "--no-backup"]
-    if command == "apply+backup":
-        return [*tool(), "apply", *common, "--yes"]
-    return [*tool(), command, *common]
+def must_succeed(name: str, size: int, m: dict[str, Any], ok: tuple[int, ...] = (0,)) -> None:
+    if m["rc"] not in ok:
+        raise SystemExit(f"bench: {name} exited {m['rc']} at {size:,} rows:\n{m['stderr'][-2000:]}")
 
 
-def row_digest(db: Path) -> str:
-    """sha256 over every row of every table, in rowid order (copies share rowids)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    h = hashlib.sha256()
-    try:
-        tables = [
-            r[0]
-            for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'"
-                " AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-        ]
-        for table in tables:
-            h.update(f"\x00{table}\x00".encode())
-            cur = conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid')
-            while rows := cur.fetchmany(10_000):
-                for row in rows:
-                    h.update(repr(row).encode())
-    finally:
-        conn.close()
-    return h.hexdigest()
+def common_args(db: Path, registry: Path, reports: Path) -> list[str]:
+    return ["--db", str(db), "--registry", str(registry), "--report-dir", str(reports)]
 
 
-def apply_report(reports: Path) -> dict[str, Any]:
-    found = sorted(reports.glob("apply-*.json"))
-    if not found:
-        raise SystemExit(f"bench: apply wrote no report in {reports}")
-    doc: dict[str, Any] = json.loads(found[-1].read_text("utf-8"))
-    return doc
+def has_command(name: str) -> bool:
+    """Whether the installed tool has subcommand ``name`` (its --help exits 0)."""
+    done = subprocess.run([*tool(), name, "--help"], capture_output=True, text=True, check=False)
+    return done.returncode == 0
+
+
+def wait_for_cli(tries: int = 10, pause: float = 60.0) -> None:
+    """The tool's modules may be mid-refactor in a shared tree: wait until it imports."""
+    for attempt in range(tries):
+        done = subprocess.run([*tool(), "--help"], capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return
+        say(f"the CLI does not start (attempt {attempt + 1}/{tries}); retrying in {pause:g} s")
+        say("  " + (done.stderr.strip().splitlines() or ["?"])[-1])
+        time.sleep(pause)
+    raise SystemExit("bench: atocore-identity does not start; giving up")
 
 
 # --------------------------------------------------------------------------
-# one size
+# databases
 # --------------------------------------------------------------------------
 
 
@@ -154,75 +177,222 @@ def base_database(out: Path, size: int, seed: int) -> tuple[Path, Path, dict[str
 
 
 def fresh_copy(base: Path, work: Path) -> tuple[Path, Path]:
+    """A new copy of ``base`` in an empty ``work``, fsynced; (db, report dir)."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     db = work / "atocore.db"
     shutil.copyfile(base, db)
-    # Flush the copy to disk before timing: otherwise the first fsync of the
-    # timed command (apply's or the floor's COMMIT) pays for writing it back.
-    fd = os.open(db, os.O_RDONLY)
+    _fsync(db)
+    return db, work / "reports"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return db, work / "reports"
+
+
+def file_state(db: Path) -> tuple[int, int, bool]:
+    """(size, mtime_ns, a journal or WAL exists beside it)."""
+    st = db.stat()
+    side = any(Path(str(db) + s).exists() for s in ("-journal", "-wal", "-shm"))
+    return st.st_size, st.st_mtime_ns, side
+
+
+def row_digest(db: Path) -> str:
+    """sha256 over every row of every table, in rowid order (copies share rowids)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    h = hashlib.sha256()
+    try:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        for table in tables:
+            h.update(f"\x00{table}\x00".encode())
+            cur = conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid')
+            while rows := cur.fetchmany(10_000):
+                h.update(repr(rows).encode())
+    finally:
+        conn.close()
+    return h.hexdigest()
+
+
+def newest_report(reports: Path, kind: str) -> Path:
+    found = sorted(reports.glob(f"{kind}-*.json"))
+    if not found:
+        raise SystemExit(f"bench: {kind} wrote no report in {reports}")
+    return found[-1]
+
+
+# --------------------------------------------------------------------------
+# the measurements of one round
+# --------------------------------------------------------------------------
+
+
+def run_plan(base: Path, registry: Path, work: Path, size: int) -> dict[str, dict[str, Any]]:
+    """plan and the dry-run floor, each on its own fresh copy; their counts must agree."""
+    out: dict[str, dict[str, Any]] = {}
+    db, reports = fresh_copy(base, work)
+    before = file_state(db)
+    m = measure([*tool(), "plan", *common_args(db, registry, reports), "--format", "json"], work)
+    must_succeed("plan", size, m)
+    if file_state(db) != before:
+        raise SystemExit(f"bench: plan changed the database file at {size:,} rows")
+    m["counts"] = json.loads(m["stdout"])["counts"]
+    out["plan"] = m
+
+    db, _ = fresh_copy(base, work)
+    before = file_state(db)
+    floor = [sys.executable, str(HERE / "floor.py"), "--plan-only", str(db), str(registry)]
+    m = measure(floor, work)
+    must_succeed("floor.py --plan-only", size, m)
+    if file_state(db) != before:
+        raise SystemExit(f"bench: the dry-run floor changed the database file at {size:,} rows")
+    doc = json.loads(m["stdout"])
+    m["counts"], m["steps"] = doc["counts"], doc["steps"]
+    out["plan_floor"] = m
+
+    # like with like: every count the floor computes must be plan's
+    tool_counts, floor_counts = out["plan"]["counts"], out["plan_floor"]["counts"]
+    differ = {
+        k: (tool_counts.get(k), v) for k, v in floor_counts.items() if tool_counts.get(k) != v
+    }
+    if differ:
+        raise SystemExit(
+            f"bench: the dry-run floor's counts differ from plan's at {size:,} rows"
+            f" (plan, floor): {differ}"
+        )
+    return out
+
+
+def run_apply(
+    base: Path, registry: Path, work: Path, size: int, revert: bool
+) -> dict[str, dict[str, Any]]:
+    """apply (then revert on its result), and the apply floor; both leave the same rows."""
+    out: dict[str, dict[str, Any]] = {}
+    db, reports = fresh_copy(base, work)
+    args = common_args(db, registry, reports)
+    m = measure([*tool(), "apply", *args, "--yes", "--no-backup"], work)
+    must_succeed("apply", size, m)
+    report = newest_report(reports, "apply")
+    doc = json.loads(report.read_text("utf-8"))
+    if doc["status"] != "applied":
+        raise SystemExit(f"bench: apply status {doc['status']}: {doc.get('error')}")
+    m["phases"], m["counts"] = doc.get("timings_seconds", {}), doc["counts"]
+    m["digest"] = row_digest(db)
+    out["apply"] = m
+    if revert:
+        out["revert"] = run_revert(db, registry, reports, report, work, size)
+
+    db, _ = fresh_copy(base, work)
+    m = measure([sys.executable, str(HERE / "floor.py"), str(db), str(registry)], work)
+    must_succeed("floor.py", size, m)
+    m["steps"] = json.loads(m["stdout"])["steps"]
+    m["digest"] = row_digest(db)
+    if m["digest"] != out["apply"]["digest"]:
+        raise SystemExit(
+            f"bench: the apply floor left different rows than apply at {size:,} rows:"
+            " it does not make the same writes"
+        )
+    out["apply_floor"] = m
+    return out
+
+
+# ---- revert: the subcommand is being written; measured when the tool has it ----
+
+
+def revert_command(db: Path, registry: Path, reports: Path, apply_report: Path) -> list[str]:
+    """``revert --report APPLY_REPORT --yes``, without its backup like the apply it undoes."""
+    cmd = [*tool(), "revert", *common_args(db, registry, reports), "--report", str(apply_report)]
+    cmd.append("--yes")
+    help_text = subprocess.run(
+        [*tool(), "revert", "--help"], capture_output=True, text=True, check=False
+    ).stdout
+    if "--no-backup" in help_text:
+        cmd.append("--no-backup")
+    return cmd
+
+
+def run_revert(
+    db: Path, registry: Path, reports: Path, apply_report: Path, work: Path, size: int
+) -> dict[str, Any]:
+    m = measure(revert_command(db, registry, reports, apply_report), work)
+    must_succeed("revert", size, m)
+    found = sorted(reports.glob("revert-*.json"))
+    if found:
+        doc = json.loads(found[-1].read_text("utf-8"))
+        m["status"] = doc.get("status")
+        m["phases"] = doc.get("timings_seconds", {})
+        # revert's backup, if it took one anyway, is not part of the ratio
+        m["wall_without_backup"] = m["wall"] - float(m["phases"].get("backup", 0.0))
+    return m
+
+
+# ---- backup against a plain copy ----------------------------------------------
+
+
+def run_backup(base: Path, registry: Path, work: Path, size: int) -> dict[str, dict[str, Any]]:
+    """cp + sync of the file, then apply with its backup: the backup phase of its report."""
+    out: dict[str, dict[str, Any]] = {}
+    db, reports = fresh_copy(base, work)
+    target = work / "cp-copy.db"
+    m = measure(["sh", "-c", 'cp -- "$0" "$1" && sync -- "$1"', str(db), str(target)], work)
+    must_succeed("cp", size, m)
+    target.unlink()
+    out["cp"] = m
+    m = measure([*tool(), "apply", *common_args(db, registry, reports), "--yes"], work)
+    must_succeed("apply (with backup)", size, m)
+    doc = json.loads(newest_report(reports, "apply").read_text("utf-8"))
+    phases = doc.get("timings_seconds", {})
+    if "backup" not in phases:
+        raise SystemExit("bench: apply's report has no timings_seconds.backup")
+    m["apply_wall"] = m["wall"]
+    m["phases"] = phases
+    m["wall"] = float(phases["backup"])  # the backup phase alone
+    m["apply_wall_without_backup"] = m["apply_wall"] - m["wall"]
+    out["backup"] = m
+    return out
+
+
+def run_inspect(base: Path, registry: Path, work: Path, size: int) -> dict[str, Any]:
+    db, reports = fresh_copy(base, work)
+    m = measure([*tool(), "inspect", *common_args(db, registry, reports)], work)
+    must_succeed("inspect", size, m)
+    return m
 
 
 def bench_size(out: Path, size: int, runs: int, seed: int) -> dict[str, Any]:
     base, registry, meta = base_database(out, size, seed)
     work = out / f"work-{size}"
-    samples: dict[str, list[dict[str, Any]]] = {c: [] for c in COMMANDS}
-    reference: str | None = None
+    wait_for_cli()
+    revert = has_command("revert")
+    samples: dict[str, list[dict[str, Any]]] = {k: [] for k in LABELS}
     load = [os.getloadavg()[0]]
     for run in range(1, runs + 1):
-        for command in COMMANDS:
-            db, reports = fresh_copy(base, work)
-            m = measure(command_line(command, db, registry, reports), work / "stderr.log")
-            if m["rc"] != 0:
-                tail = (work / "stderr.log").read_text("utf-8", "replace")[-2000:]
-                raise SystemExit(f"bench: {command} exited {m['rc']} at {size:,} rows:\n{tail}")
-            if command == "apply":
-                doc = apply_report(reports)
-                if doc["status"] != "applied":
-                    raise SystemExit(f"bench: apply status {doc['status']}: {doc.get('error')}")
-                m["phases"] = doc["timings_seconds"]
-                m["counts"] = doc["counts"]
-            if command in ("apply", "floor"):
-                digest = row_digest(db)
-                reference = reference or digest
-                if digest != reference:
-                    raise SystemExit(
-                        f"bench: {command} run {run} at {size:,} rows left different rows than"
-                        " the first apply: the floor does not perform the same writes"
-                    )
-                m["digest"] = digest[:16]
-            samples[command].append(m)
-            say(f"  {size:>9,} run {run} {command:<8} {m['wall']:8.2f} s {m['rss_mb']:7.1f} MB")
+        got: dict[str, dict[str, Any]] = {}
+        got |= run_apply(base, registry, work, size, revert)
+        got |= run_plan(base, registry, work, size)
+        got |= run_backup(base, registry, work, size)
+        got["inspect"] = run_inspect(base, registry, work, size)
+        for name, m in got.items():
+            m.pop("stdout", None)
+            m.pop("stderr", None)
+            samples[name].append(m)
+            label = LABELS[name]
+            say(f"  {size:>9,} run {run} {label:<14} {m['wall']:7.2f} s {m['rss_mb']:5.0f} MB")
         load.append(os.getloadavg()[0])
-
-    backup: dict[str, Any] | None = None
-    if runs:
-        db, reports = fresh_copy(base, work)
-        m = measure(command_line("apply+backup", db, registry, reports), work / "stderr.log")
-        if m["rc"] != 0:
-            raise SystemExit(f"bench: apply with backup exited {m['rc']}")
-        doc = apply_report(reports)
-        backup = {
-            "wall": m["wall"],
-            "rss_mb": m["rss_mb"],
-            "backup_seconds": doc["timings_seconds"].get("backup"),
-            "backup_bytes": doc["backup"]["bytes"],
-        }
-        say(
-            f"  {size:>9,} apply with backup {m['wall']:.2f} s, backup {backup['backup_seconds']} s"
-        )
     shutil.rmtree(work, ignore_errors=True)
     return {
         "size": size,
         "generated": meta,
         "samples": samples,
-        "backup": backup,
         "load_1min": [round(x, 2) for x in load],
         "summary": summarize(samples),
     }
@@ -230,99 +400,170 @@ def bench_size(out: Path, size: int, runs: int, seed: int) -> dict[str, Any]:
 
 def summarize(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for command, runs in samples.items():
+    for name, runs in samples.items():
         if not runs:
             continue
-        out[command] = {
+        out[name] = {
             "median_s": statistics.median(r["wall"] for r in runs),
             "runs_s": [round(r["wall"], 3) for r in runs],
             "peak_rss_mb": max(r["rss_mb"] for r in runs),
         }
-    if "floor" in out:
-        floor = out["floor"]["median_s"]
-        for command in ("apply", "plan", "inspect"):
-            if command in out:
-                out[command]["x_floor"] = out[command]["median_s"] / floor
-    phases: dict[str, list[float]] = {}
-    for r in samples.get("apply", []):
-        for k, v in r.get("phases", {}).items():
-            phases.setdefault(k, []).append(v)
-    out["apply_phases_median_s"] = {k: statistics.median(v) for k, v in phases.items()}
+    for name in ("apply", "revert", "backup"):
+        phases: dict[str, list[float]] = {}
+        for r in samples.get(name, []):
+            for k, v in r.get("phases", {}).items():
+                phases.setdefault(k, []).append(v)
+        if phases:
+            out[name]["phases_median_s"] = {k: statistics.median(v) for k, v in phases.items()}
+    if samples.get("backup"):
+        out["backup"]["apply_without_backup_median_s"] = statistics.median(
+            r["apply_wall_without_backup"] for r in samples["backup"]
+        )
+    if samples.get("revert") and all("wall_without_backup" in r for r in samples["revert"]):
+        out["revert"]["without_backup_median_s"] = statistics.median(
+            r["wall_without_backup"] for r in samples["revert"]
+        )
+    ratios = {
+        "plan / dry-run floor": ("plan", "plan_floor"),
+        "apply / apply floor": ("apply", "apply_floor"),
+        "backup / cp": ("backup", "cp"),
+        "inspect / dry-run floor": ("inspect", "plan_floor"),
+        "revert / apply": ("revert", "apply"),
+    }
+    out["ratios"] = {
+        k: out[a]["median_s"] / out[b]["median_s"]
+        for k, (a, b) in ratios.items()
+        if a in out and b in out
+    }
     return out
 
 
 # --------------------------------------------------------------------------
-# targets and the table
+# the table
 # --------------------------------------------------------------------------
 
 
-def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    by_size = {r["size"]: r["summary"] for r in results if r["summary"]}
-    big = by_size.get(TARGET_SIZE)
-    if big and "floor" in big:
-        found.append(_target("apply <= 2.0 x floor at 1M", big["apply"]["x_floor"], 2.0, "x"))
-        for c in ("plan", "inspect"):
-            found.append(_target(f"{c} <= 1.0 x floor at 1M", big[c]["x_floor"], 1.0, "x"))
+def _pair(s: dict[str, Any], a: str, b: str) -> str:
+    if a not in s or b not in s:
+        return "n/a"
+    x, y = s[a]["median_s"], s[b]["median_s"]
+    return f"{x:.2f} / {y:.2f} s = **{x / y:.2f}×**"
+
+
+def _rss(s: dict[str, Any]) -> str:
+    parts = []
+    for name in LABELS:
+        if name in s and name != "cp":
+            parts.append(f"{LABELS[name]} {s[name]['peak_rss_mb']:.0f}")
+    worst = max(s[n]["peak_rss_mb"] for n in TOOL_COMMANDS if n in s)
+    verdict = "under" if worst < RSS_BUDGET_MB else "**OVER**"
+    return ", ".join(parts) + f"; tool max {worst:.0f} ({verdict} {RSS_BUDGET_MB:.0f})"
+
+
+def table(doc: dict[str, Any]) -> str:
+    head = [
+        "rows (memories + interactions)",
+        "plan / dry-run floor",
+        "apply / apply floor",
+        "backup / cp",
+        "inspect (× dry-run floor)",
+        f"revert / apply (≤ {REVERT_TARGET:g}×)",
+        f"peak RSS MB, every command (budget {RSS_BUDGET_MB:.0f})",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---|---|---|"]
+    by_size = {r["size"]: r["summary"] for r in doc["results"]}
     for size, s in sorted(by_size.items()):
-        worst = max(s[c]["peak_rss_mb"] for c in COMMANDS if c in s)
-        found.append(_target(f"peak RSS < 150 MB at {size:,}", worst, 150.0, " MB", strict=True))
+        inspect = "n/a"
+        if "inspect" in s and "plan_floor" in s:
+            x = s["inspect"]["median_s"]
+            inspect = f"{x:.2f} s = {x / s['plan_floor']['median_s']:.2f}×"
+        lines.append(
+            f"| {size:,} + {size:,} | {_pair(s, 'plan', 'plan_floor')}"
+            f" | {_pair(s, 'apply', 'apply_floor')} | {_pair(s, 'backup', 'cp')}"
+            f" | {inspect} | {_pair(s, 'revert', 'apply')} | {_rss(s)} |"
+        )
     sizes = sorted(by_size)
     for small, large in itertools.pairwise(sizes):
-        allowed = 1.2 * large / small
-        for c in ("apply", "plan", "inspect", "floor"):
+        a, b = by_size[small], by_size[large]
+
+        def grow(*names: str, a: dict[str, Any] = a, b: dict[str, Any] = b) -> str:
+            cells = []
+            for n in names:
+                if n in a and n in b:
+                    cells.append(f"{LABELS[n]} {b[n]['median_s'] / a[n]['median_s']:.1f}×")
+                else:
+                    cells.append(f"{LABELS[n]} n/a")
+            return ", ".join(cells)
+
+        rss = ", ".join(
+            f"{LABELS[n]} {b[n]['peak_rss_mb'] / a[n]['peak_rss_mb']:.2f}×"
+            for n in LABELS
+            if n in a and n in b and n != "cp"
+        )
+        lines.append(
+            f"| time at {large // small}× the rows ({large:,} / {small:,})"
+            f" | {grow('plan', 'plan_floor')} | {grow('apply', 'apply_floor')}"
+            f" | {grow('backup', 'cp')} | {grow('inspect')} | {grow('revert')}"
+            f" | RSS growth: {rss} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def header(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    return (
+        f"atocore-identity {m['tool']} from {m['tool_path']}; {m['nproc']} CPUs ({m['cpu']}),"
+        f" {m['mem_gb']:.1f} GB RAM, {m['os']}, Python {m['python']}, SQLite {m['sqlite']}.\n"
+        f"Medians of {doc['runs']} run(s) per size, every run on a fresh fsynced copy of the"
+        " database with a warm OS page cache (the copy's pages were just written; nothing"
+        " dropped). Peak RSS: getrusage(RUSAGE_CHILDREN).ru_maxrss of a trampoline whose only"
+        " child is the command. apply runs with --no-backup; backup is the backup phase"
+        " (timings_seconds.backup) of a separate apply run with its backup, cp is `cp` + `sync`"
+        " of the same file. 1-min load average during the runs: "
+        + "; ".join(f"{r['size']:,}: {r['load_1min']}" for r in doc["results"])
+        + "\n"
+    )
+
+
+def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    by_size = {r["size"]: r["summary"] for r in doc["results"]}
+    big = by_size.get(TARGET_SIZE)
+    if big and "apply" in big and "apply_floor" in big:
+        ratio = big["ratios"]["apply / apply floor"]
+        found.append(_target(f"apply <= {APPLY_TARGET:g} x apply floor at 1M", ratio, APPLY_TARGET))
+    for size, s in sorted(by_size.items()):
+        worst = max(s[c]["peak_rss_mb"] for c in TOOL_COMMANDS if c in s)
+        found.append(
+            _target(f"peak RSS < {RSS_BUDGET_MB:g} MB at {size:,}", worst, RSS_BUDGET_MB, True)
+        )
+        if "revert / apply" in s["ratios"]:
+            found.append(
+                _target(
+                    f"revert <= {REVERT_TARGET:g} x apply at {size:,}",
+                    s["ratios"]["revert / apply"],
+                    REVERT_TARGET,
+                )
+            )
+    sizes = sorted(by_size)
+    for small, large in itertools.pairwise(sizes):
+        allowed = SCALING_TARGET / 10 * large / small
+        for c in ("plan", "apply", "inspect", "revert"):  # backup: compared with cp instead
             if c in by_size[small] and c in by_size[large]:
                 ratio = by_size[large][c]["median_s"] / by_size[small][c]["median_s"]
-                found.append(
-                    _target(f"{c} time {large:,} / {small:,} <= {allowed:g}", ratio, allowed, "x")
-                )
+                name = f"{c} time {large:,} / {small:,} <= {allowed:g}"
+                found.append(_target(name, ratio, allowed))
     return found
 
 
-def _target(
-    name: str, value: float, limit: float, unit: str, strict: bool = False
-) -> dict[str, Any]:
+def _target(name: str, value: float, limit: float, strict: bool = False) -> dict[str, Any]:
     ok = value < limit if strict else value <= limit
-    return {"target": name, "measured": f"{value:.2f}{unit}", "met": ok}
+    return {"target": name, "measured": round(value, 3), "met": ok}
 
 
-def markdown(doc: dict[str, Any]) -> str:
-    m = doc["machine"]
-    lines = [
-        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gb']:.1f} GB RAM, {m['os']},"
-        f" Python {m['python']}, SQLite {m['sqlite']}. atocore-identity {m['tool']}."
-        f" Runs per command: {doc['runs']}.",
-        "",
-        "| rows (memories + interactions) | command | median wall (s) | runs (s) | x floor"
-        " | peak RSS (MB) |",
-        "|---:|---|---:|---|---:|---:|",
-    ]
-    for r in doc["results"]:
-        s = r["summary"]
-        for c in COMMANDS:
-            if c not in s:
-                continue
-            x = f"{s[c]['x_floor']:.2f}" if "x_floor" in s[c] else "1.00"
-            runs = ", ".join(f"{v:.2f}" for v in s[c]["runs_s"])
-            lines.append(
-                f"| {r['size']:,} + {r['size']:,} | {c} | {s[c]['median_s']:.2f} | {runs} | {x}"
-                f" | {s[c]['peak_rss_mb']:.0f} |"
-            )
-        b = r["backup"]
-        if b:
-            lines.append(
-                f"| {r['size']:,} + {r['size']:,} | apply's backup (own run) |"
-                f" {b['backup_seconds']:.2f} | total {b['wall']:.2f} | | {b['rss_mb']:.0f} |"
-            )
-    lines += ["", "apply phases (median s, from the apply report's timings_seconds):", ""]
-    for r in doc["results"]:
-        ph = r["summary"].get("apply_phases_median_s", {})
-        text = ", ".join(f"{k} {v:.2f}" for k, v in ph.items())
-        lines.append(f"- {r['size']:,}: {text}; 1-min load avg during runs {r['load_1min']}")
-    lines += ["", "| target | measured | met |", "|---|---:|---|"]
-    for t in doc["targets"]:
-        lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'NO'} |")
-    return "\n".join(lines) + "\n"
+# --------------------------------------------------------------------------
+# machine
+# --------------------------------------------------------------------------
 
 
 def machine() -> dict[str, Any]:
@@ -339,7 +580,8 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "tool": _tool_version(),
+        "tool": tool_version(),
+        "tool_path": str(tool_path()),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "mem_gb": mem,
@@ -349,11 +591,58 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _tool_version() -> str:
-    """The version and the last commit that touched src/, "+dirty" if src/ has local changes."""
-    from atocore_identity import __version__
+EXPORTED: dict[str, str] = {}  # with --commit: the commit whose src/ the tool runs from
 
+
+def export_src(rev: str, out: Path) -> Path:
+    """``git archive`` REV's src/ into --out, and run the tool from it (PYTHONPATH).
+
+    The working tree may be mid-edit (other work in progress): this measures
+    a committed state through the same console script and CLI.
+    """
     root = HERE.parent
+    sha = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", rev],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dest = out / f"src-{sha}"
+    if not (dest / "src").is_dir():
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(root), "archive", sha, "src"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    src = dest / "src"
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(src), os.environ.get("PYTHONPATH", "")) if p
+    )
+    EXPORTED.update(commit=sha, path=str(src))
+    return src
+
+
+def tool_path() -> Path:
+    """Where the tool's children import atocore_identity from."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import atocore_identity as m; print(m.__file__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Path(done.stdout.strip()).resolve().parent
+
+
+def tool_version() -> str:
+    """The CLI's --version and the commit of the src/ it runs from ("+dirty": local edits)."""
+    done = subprocess.run([*tool(), "--version"], capture_output=True, text=True, check=False)
+    version = done.stdout.strip().rsplit(" ", 1)[-1] if done.returncode == 0 else "?"
+    if EXPORTED:
+        return f"{version} (src/ of {EXPORTED['commit']}, exported)"
+    root = HERE.parent
+    if not tool_path().is_relative_to(root):
+        return f"{version} (not this checkout's src/)"
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "log", "-1", "--format=%h", "--", "src"],
@@ -368,8 +657,8 @@ def _tool_version() -> str:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return __version__
-    return f"{__version__} ({commit}{'+dirty' if dirty else ''})"
+        return version
+    return f"{version} ({commit}{'+dirty' if dirty else ''})"
 
 
 def say(text: str) -> None:
@@ -377,136 +666,53 @@ def say(text: str) -> None:
 
 
 # --------------------------------------------------------------------------
-# --profile
+# --profile: cProfile of the CLI, and every statement of plan's SQL timed
 # --------------------------------------------------------------------------
 
 
 def profile(out: Path, size: int, seed: int) -> Path:
-    """cProfile of apply and plan, apply's statement timeline, EXPLAIN QUERY PLAN."""
+    """cProfile of plan and apply, and bench/statements.py on plan's SQL (read, then write)."""
+    import io
     import pstats
 
     base, registry, _ = base_database(out, size, seed)
     work = out / f"profile-work-{size}"
     text: list[str] = [f"# profile at {size:,} + {size:,} rows\n"]
-    for command in ("apply", "plan"):
+    for command, extra in (("plan", ["--format", "json"]), ("apply", ["--yes", "--no-backup"])):
         db, reports = fresh_copy(base, work)
         prof = out / f"profile-{command}-{size}.prof"
         cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "atocore_identity"]
-        cmd += command_line(command, db, registry, reports)[1:]
-        m = measure(cmd, work / "stderr.log")
-        say(f"  cProfile {command}: {m['wall']:.2f} s, rc {m['rc']}")
-        for order in ("tottime", "cumulative"):
-            text.append(f"\n## cProfile {command}, top 25 by {order} (wall {m['wall']:.2f} s)\n")
-            text.append(_pstats(pstats, prof, order))
-    db, _ = fresh_copy(base, work)
-    pristine = work / "pristine.db"
-    shutil.copyfile(base, pristine)
-    trace = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "run.py"),
-            "--_timeline",
-            str(db),
-            str(pristine),
-            str(registry),
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, NO_COLOR="1"),
-    )
-    if trace.returncode != 0:
-        raise SystemExit(f"bench: timeline failed:\n{trace.stderr[-2000:]}")
-    text.append(trace.stdout)
+        cmd += [command, *common_args(db, registry, reports), *extra]
+        m = measure(cmd, work)
+        must_succeed(f"cProfile {command}", size, m)
+        say(f"  cProfile {command}: {m['wall']:.2f} s")
+        for order in ("cumulative", "tottime"):
+            buf = io.StringIO()
+            pstats.Stats(str(prof), stream=buf).strip_dirs().sort_stats(order).print_stats(30)
+            body = buf.getvalue()
+            start = body.find("   ncalls")
+            text.append(f"\n## cProfile {command}, top 30 by {order} (wall {m['wall']:.2f} s)\n")
+            text.append("```\n" + (body[start:] if start >= 0 else body).rstrip() + "\n```\n")
+    db, reports = fresh_copy(base, work)
+    script = work / "plan.sql"
+    m = measure([*tool(), "plan", *common_args(db, registry, reports), "--format", "sql"], work)
+    must_succeed("plan --format sql", size, m)
+    script.write_text(m["stdout"], "utf-8")
+    for label, extra in (("read-only replay", []), ("with the writes", ["--writes"])):
+        done = subprocess.run(
+            [sys.executable, str(HERE / "statements.py"), str(db), str(script), *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"bench: statements.py failed:\n{done.stderr[-2000:]}")
+        text.append(f"\n## plan --format sql, every statement timed ({label})\n\n```\n")
+        text.append(done.stdout + "```\n")
     shutil.rmtree(work, ignore_errors=True)
     path = out / f"profile-{size}.txt"
     path.write_text("".join(text), "utf-8")
     return path
-
-
-def _pstats(pstats: Any, prof: Path, order: str) -> str:
-    import io
-
-    buf = io.StringIO()
-    stats = pstats.Stats(str(prof), stream=buf)
-    stats.strip_dirs().sort_stats(order).print_stats(25)
-    body = buf.getvalue()
-    start = body.find("   ncalls")
-    return "```\n" + (body[start:] if start >= 0 else body).rstrip() + "\n```\n"
-
-
-def timeline(db: Path, pristine: Path, registry_path: Path) -> None:
-    """Run apply in-process with a timestamped trace; then EXPLAIN every statement."""
-    import atocore_identity.applier as applier
-    from atocore_identity.planner import build_plan, write_statements
-    from atocore_identity.registry import load_registry
-    from atocore_identity.targets import resolve_targets
-
-    marks: list[tuple[float, str]] = []
-    real_open = applier.open_database
-
-    def traced_open(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_open(*args, **kwargs)
-        conn.set_trace_callback(lambda sql: marks.append((time.perf_counter(), sql)))
-        return conn
-
-    applier.open_database = traced_open  # type: ignore[assignment]
-    registry = load_registry(registry_path)
-    reports = db.parent / "timeline-reports"
-    t0 = time.perf_counter()
-    result = applier.run_apply(db, registry, applier.ApplyOptions(reports, backup=False))
-    end = time.perf_counter()
-    applier.open_database = real_open  # type: ignore[assignment]
-    print(f"\n## apply statement timeline ({result.status}, {end - t0:.2f} s in-process)\n")
-    print("Seconds from each statement's start to the next one's (its rows' Python included).\n")
-    spans = []
-    for i, (t, sql) in enumerate(marks):
-        nxt = marks[i + 1][0] if i + 1 < len(marks) else end
-        spans.append((nxt - t, i, sql))
-    print("```")
-    for dt, i, sql in sorted(spans, reverse=True)[:20]:
-        print(f"{dt:8.3f} s  #{i:<3} {' '.join(sql.split())[:150]}")
-    print(f"({len(marks)} statements in all)")
-    print("```")
-
-    # EXPLAIN QUERY PLAN on a read-only connection to an unmigrated copy,
-    # replaying the planning statements in order so each sees its TEMP tables.
-    from atocore_identity.database import open_database
-
-    print("\n## EXPLAIN QUERY PLAN of the planning and write statements\n")
-    print("Seconds: the statement alone, its rows fetched and dropped, on a read-only replay.\n")
-    conn = open_database(pristine, readonly=True)
-    targets, missing = resolve_targets(conn, [])
-    log: list[str] = []
-    conn.set_trace_callback(log.append)
-    plan = build_plan(conn, registry, targets, missing)
-    conn.set_trace_callback(None)
-    conn.close()
-    writes = write_statements(plan)
-    conn = open_database(pristine, readonly=True)
-    print("```")
-    for sql in [*log, "-- the writes (not run)", *writes]:
-        flat = " ".join(sql.split())
-        if sql.startswith("--") or flat.upper().startswith(("PRAGMA", "DROP")):
-            if sql.startswith("--"):
-                print(sql)
-            continue
-        is_write = sql in writes
-        try:
-            eqp = conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
-        except sqlite3.Error as exc:
-            eqp = [(0, 0, 0, f"(no plan: {exc})")]
-        t = time.perf_counter()
-        if not is_write:
-            cur = conn.execute(sql)
-            while cur.fetchmany(10_000):
-                pass
-        dt = time.perf_counter() - t
-        head = f"{dt:7.3f} s" if not is_write else "  write  "
-        print(f"{head} {flat[:140]}")
-        for row in eqp:
-            print(f"            {row[3]}")
-    print("```")
-    conn.close()
 
 
 # --------------------------------------------------------------------------
@@ -516,41 +722,51 @@ def timeline(db: Path, pristine: Path, registry_path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--_timeline"]:
-        timeline(Path(argv[1]), Path(argv[2]), Path(argv[3]))
-        return 0
-    ap = argparse.ArgumentParser(description="Benchmark inspect/plan/apply against the floor")
+    ap = argparse.ArgumentParser(description="Benchmark the tool's commands against the floors")
     ap.add_argument("--sizes", help="comma-separated row counts (default 100000,1000000)")
-    ap.add_argument("--runs", type=int, help="timed runs per command and size (default 3)")
+    ap.add_argument("--runs", type=int, help="runs per size (default 3; the table shows medians)")
     ap.add_argument("--out", type=Path, default=HERE / "out", help="work and result directory")
     ap.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
-    ap.add_argument("--quick", action="store_true", help="20,000 rows, 1 run: a smoke test")
+    ap.add_argument("--quick", action="store_true", help="100,000 rows, 1 run")
     ap.add_argument("--profile", action="store_true", help="also profile at the largest size")
+    ap.add_argument(
+        "--commit", metavar="REV", help="run the tool from REV's src/ (git archive), not the tree"
+    )
     args = ap.parse_args(argv)
-    default_sizes = "20000" if args.quick else "100000,1000000"
+    default_sizes = "100000" if args.quick else "100000,1000000"
     sizes = [int(s.replace("_", "")) for s in (args.sizes or default_sizes).split(",")]
     runs = args.runs if args.runs is not None else (1 if args.quick else 3)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.commit:
+        say(f"running the tool from {export_src(args.commit, out)}")
 
-    tool_before = _tool_version()
-    results = [bench_size(out, size, runs, args.seed) for size in sizes]
-    if _tool_version() != tool_before:
-        say(f"WARNING: the tool changed during the run ({tool_before} -> {_tool_version()})")
-    doc = {
+    wait_for_cli()
+    tool_before = tool_version()
+    results = [bench_size(out, size, runs, args.seed) for size in sizes] if runs else []
+    if tool_version() != tool_before:
+        say(f"WARNING: the tool changed during the run ({tool_before} -> {tool_version()})")
+    doc: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "runs": runs,
         "seed": args.seed,
-        "command": "make bench BENCH_ARGS='" + " ".join(argv) + "'",
+        "command": "bench/run.py " + " ".join(argv),
+        "page_cache": "warm: each copy freshly written and fsynced, nothing dropped",
+        "rss": "getrusage(RUSAGE_CHILDREN).ru_maxrss of a trampoline with one child",
+        "apply_without_backup": "apply runs with --no-backup",
         "results": results,
     }
-    doc["targets"] = targets(results) if runs else []
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    (out / f"results-{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n", "utf-8")
-    table = markdown(doc) if runs else ""
-    (out / "results.md").write_text(table, "utf-8")
-    print(table, end="")
+    if results:
+        doc["targets"] = targets(doc)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        (out / f"results-{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n", "utf-8")
+        text = table(doc)
+        (out / "results.md").write_text(header(doc) + "\n" + text, "utf-8")
+        say(header(doc))
+        print(text, end="")
+        for t in doc["targets"]:
+            say(f"{'ok  ' if t['met'] else 'MISS'} {t['target']}: {t['measured']}")
     if args.profile:
         path = profile(out, max(sizes), args.seed)
         say(f"profile written to {path}")
