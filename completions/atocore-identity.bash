@@ -2,12 +2,40 @@
 # Click definitions; do not edit, run `make completions`.
 _atocore_identity_completion() {
     local IFS=$'\n'
-    local response
+    local response completion type value word rest gap cur prefix='' breaks=''
+    local -a words=()
+    local i n=-1 pos=0
 
-    response=$(env COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD=$COMP_CWORD _ATOCORE_IDENTITY_COMPLETE=bash_complete $1)
+    for ((i = 0; i <= COMP_CWORD && i < ${#COMP_WORDS[@]}; i++)); do
+        word=${COMP_WORDS[i]}
+        rest=${COMP_LINE:pos}
+        gap=${rest%%[![:space:]]*}
+        rest=${rest:${#gap}}
+        if [[ ${rest:0:${#word}} != "$word" ]]; then
+            # not the line bash split: send its words as they are
+            words=("${COMP_WORDS[@]:0:COMP_CWORD+1}")
+            n=$COMP_CWORD
+            break
+        fi
+        pos=$((pos + ${#gap} + ${#word}))
+        if ((n >= 0 && ${#gap} == 0)) &&
+            [[ ( -n $word && $word != *[!=:]* ) ||
+                ( -n ${COMP_WORDS[i-1]} && ${COMP_WORDS[i-1]} != *[!=:]* ) ]]; then
+            words[n]+=$word
+        else
+            words[++n]=$word
+        fi
+    done
+    cur=${words[n]}
+    [[ $COMP_WORDBREAKS == *=* ]] && breaks+='='
+    [[ $COMP_WORDBREAKS == *:* ]] && breaks+=':'
+    [[ -n $breaks && $cur == *[$breaks]* ]] && prefix=${cur%"${cur##*[$breaks]}"}
+
+    response=$(env COMP_WORDS="${words[*]}" COMP_CWORD=$n \
+_ATOCORE_IDENTITY_COMPLETE=bash_complete $1)
 
     for completion in $response; do
-        IFS=',' read type value <<< "$completion"
+        IFS=',' read -r type value <<< "$completion"
 
         if [[ $type == 'dir' ]]; then
             COMPREPLY=()
@@ -16,7 +44,7 @@ _atocore_identity_completion() {
             COMPREPLY=()
             compopt -o default
         elif [[ $type == 'plain' ]]; then
-            COMPREPLY+=($value)
+            COMPREPLY+=("${value#"$prefix"}")
         fi
     done
 

@@ -1,9 +1,12 @@
 """Generate completions/ from the Click definitions (``make completions``).
 
-The scripts are Click's own ``_ATOCORE_IDENTITY_COMPLETE={bash,zsh,fish}_source``
+The scripts are the tool's own ``_ATOCORE_IDENTITY_COMPLETE={bash,zsh,fish}_source``
 output, produced in-process from ``atocore_identity.cli.cli`` with a fixed
 program name and completion variable, so the result depends neither on PATH
-nor on how the tool was installed. Each script asks the installed
+nor on how the tool was installed. They are Click's scripts with the fixes of
+``atocore_identity.options`` (``BashCompletion``: values with ``=`` or ``:``
+such as ``--pick CATEGORY/KEY=ROW_ID``; ``FishCompletion``: descriptions past
+a comma), registered under Click's shell names. Each script asks the installed
 ``atocore-identity`` for the actual completions at <TAB> time, which is where
 the dynamic callbacks (report files, collisions, TABLE.COLUMN) run.
 
@@ -16,9 +19,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from click.shell_completion import BashComplete, FishComplete, ShellComplete, ZshComplete
+from click.shell_completion import ShellComplete
 
 from atocore_identity.cli import cli
+from atocore_identity.options import BashCompletion, FishCompletion, ZshCompletion
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "completions"
@@ -27,9 +31,9 @@ COMPLETE_VAR = "_ATOCORE_IDENTITY_COMPLETE"
 
 # file name -> Click's completion class for that shell
 SHELLS: dict[str, type[ShellComplete]] = {
-    "atocore-identity.bash": BashComplete,
-    "_atocore-identity": ZshComplete,
-    "atocore-identity.fish": FishComplete,
+    "atocore-identity.bash": BashCompletion,
+    "_atocore-identity": ZshCompletion,
+    "atocore-identity.fish": FishCompletion,
 }
 
 

@@ -192,7 +192,7 @@ def inspect(run: Run, fmt: str, show_sql: bool) -> int:
     type=click.Choice((*FORMATS, "sql")),
     default="text",
     show_default=True,
-    help="text, json, markdown, or sql: the script apply runs.",
+    help="How to print the result. text, json, markdown, or sql: the script apply runs.",
 )
 @resolutions_option
 @click.option(
