@@ -50,9 +50,6 @@ BASH_COMPLETION = [
     Path("/usr/local/etc/profile.d/bash_completion.sh"),
 ]
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-
-
 # -- the README's install lines ---------------------------------------------------
 
 
@@ -252,6 +249,8 @@ class Pane:
 def shell_available(variant: str) -> str | None:
     """Why ``variant`` cannot run here, or None."""
     lang = {"bash": "bash", "bash-source": "bash", "zsh": "zsh", "fish": "fish"}[variant]
+    if shutil.which("tmux") is None:
+        return "tmux is not installed"
     if shutil.which(lang) is None:
         return f"{lang} is not installed"
     if variant == "bash" and not any(p.exists() for p in BASH_COMPLETION):
@@ -307,16 +306,15 @@ VARIANTS = ["bash", "bash-source", "zsh", "fish"]
 
 
 @pytest.fixture(params=VARIANTS)
-def shell(
-    request: pytest.FixtureRequest, runbook: Runbook, tmp_path: Path
-) -> Iterator[tuple[str, Pane]]:
+def shell(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Pane, Runbook]]:
     variant: str = request.param
     reason = shell_available(variant)
     if reason is not None:
-        pytest.skip(reason)
+        pytest.skip(reason)  # before the runbook runs
+    runbook: Runbook = request.getfixturevalue("runbook")
     pane = start_shell(variant, tmp_path / "home", runbook.work)
     try:
-        yield variant, pane
+        yield variant, pane, runbook
     finally:
         pane.close()
 
@@ -329,10 +327,8 @@ def below(screen: str, typed: str) -> str:
     return screen.split(typed, 1)[1].split("\n", 1)[-1] if typed in screen else ""
 
 
-def test_report_options_offer_what_the_runbook_wrote(
-    shell: tuple[str, Pane], runbook: Runbook
-) -> None:
-    variant, pane = shell
+def test_report_options_offer_what_the_runbook_wrote(shell: tuple[str, Pane, Runbook]) -> None:
+    variant, pane, _ = shell
     base = f"{PROG} apply --db demo/atocore.db --registry demo/registry.json"
     base += " --report-dir demo/reports"
 
@@ -368,9 +364,9 @@ def test_report_options_offer_what_the_runbook_wrote(
 
 
 def test_verify_report_offers_the_applied_apply_report_not_the_refused_one(
-    shell: tuple[str, Pane], runbook: Runbook
+    shell: tuple[str, Pane, Runbook],
 ) -> None:
-    _, pane = shell
+    _, pane, runbook = shell
     assert (runbook.work / runbook.refused).exists()
     pane.type(f"{PROG} verify --report-dir demo/reports --report ")
     pane.key("Tab")
@@ -380,10 +376,10 @@ def test_verify_report_offers_the_applied_apply_report_not_the_refused_one(
     assert "refused" not in pane.screen()
 
 
-def test_pick_completes_a_whole_value_and_again(shell: tuple[str, Pane], runbook: Runbook) -> None:
+def test_pick_completes_a_whole_value_and_again(shell: tuple[str, Pane, Runbook]) -> None:
     """bash splits words at `=`: the value must still complete whole, and a
     second Tab cycle from right after the `=` must still offer the candidates."""
-    variant, pane = shell
+    variant, pane, _ = shell
     typed = f"{PROG} resolve --db pre/atocore.db --registry pre/registry.json --pick "
     pane.type(typed)
     pane.key("Tab")
@@ -412,11 +408,12 @@ def test_pick_completes_a_whole_value_and_again(shell: tuple[str, Pane], runbook
 
 
 def test_fish_describes_commands_and_options_with_a_whole_first_sentence(
-    runbook: Runbook, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     reason = shell_available("fish")
     if reason is not None:
         pytest.skip(reason)
+    runbook: Runbook = request.getfixturevalue("runbook")
     pane = start_shell("fish", tmp_path / "home", runbook.work)
     try:
         pane.type(f"{PROG} ")
