@@ -16,13 +16,24 @@ import gzip
 import json
 import shutil
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Env, Result, file_digest, legacy_tables, rows, run_cli
+import atocore_identity.database as database
+from conftest import (
+    Env,
+    Result,
+    build_db,
+    file_digest,
+    legacy_tables,
+    rows,
+    run_cli,
+    write_registry,
+)
 
 Dump = dict[str, list[tuple[Any, ...]]]
 
@@ -628,3 +639,127 @@ def test_a_row_written_since_in_a_rowid_table_is_never_touched(make_env: Any) ->
     ], result.stderr
     assert result.code == 0, result.stderr
     assert dump(env.db) == a.expected(since)
+
+
+# -- a bounded number of statements ------------------------------------------------
+
+SC_REGISTRY = [
+    {"id": "p04-gigabit", "aliases": ["p04", "gigabit"]},
+    {"id": "p05-interferometer", "aliases": ["p05", "interferometer"]},
+    {"id": "p06-polisher", "aliases": ["p06", "polisher"]},
+]
+SC_PROJECTS = [
+    ("c05", "p05-interferometer"),
+    ("s05a", "p05"),
+    ("s05b", "Interferometer"),
+    ("c04", "P04-Gigabit"),
+    ("s04", "gigabit"),
+    ("s06", "p06"),  # no canonical row: renamed into it
+    ("s06b", "polisher"),
+    ("u1", "scratch"),
+]
+SC_NAMES = ["p05", " P05", "interferometer", "P05-Interferometer ", "GIGABIT", "p04-gigabit",
+            "p06", "polisher\t", "scratch", "p05-interferometer"]  # fmt: skip
+RV_INSERT = "INSERT INTO temp.rv_rec"
+
+
+def sc_dataset(scale: int) -> dict[str, list[tuple[Any, ...]]]:
+    """The same shape at every scale, ``scale`` times the rows: every kind of
+    record (deleted and renamed shadows, moved, archived and kept state rows,
+    rekeys in three columns, superseded memories)."""
+    ts = "2025-01-{:02d}"
+    state: list[tuple[Any, ...]] = []
+    for k in range(10 * scale):
+        cat, key, v = ("spec", "decision")[k % 2], f"k{k}", f"v{k}"
+        state += [
+            (f"st{k}a", "c05", cat, key, v, "active", ts.format(1 + k % 9)),
+            (f"st{k}b", "s05a", cat, key, v, "active", ts.format(10)),  # duplicate
+            (f"st{k}c", "s05b", cat, key, f"old{k}", "superseded", ts.format(11)),  # history
+            (f"st{k}d", "s04", cat, key, v, "active", ts.format(12)),  # moves
+            (f"st{k}e", "s06", cat, key, v, "invalid", ts.format(13)),  # history
+            (f"st{k}f", "s06b", cat, key, v, "active", ts.format(14)),  # moves to s06
+            (f"st{k}g", "s06", "own", key, v, "active", ts.format(15)),  # stays
+        ]
+    memories: list[tuple[Any, ...]] = []
+    interactions: list[tuple[Any, ...]] = []
+    for i in range(200 * scale):
+        name = SC_NAMES[i % len(SC_NAMES)]
+        status = ("active", "active", "candidate", "superseded", "invalid")[i % 5]
+        content = f"note {i}"
+        if i % 20 == 0:  # an alias-keyed twin of a canonical memory: one is superseded
+            name, status, content = "p05", "active", f"twin {i}"
+            memories.append(
+                (f"m{i}t", "fact", content, "p05-interferometer", "active", ts.format(28))
+            )
+        memories.append((f"m{i}", "fact", content, name, status, ts.format(1 + i % 27)))
+        interactions.append((f"i{i}", name))
+    return {"state": state, "memories": memories, "interactions": interactions}
+
+
+def traced_revert(
+    root: Path, scale: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], dict[str, Any], Applied]:
+    """Apply (untraced), then revert with every statement of every connection
+    opened through database.open_database traced by SQLite's own hook."""
+    root.mkdir()
+    db = build_db(root / "atocore.db", projects=SC_PROJECTS, **sc_dataset(scale))
+    execute(
+        db,
+        "CREATE TABLE notes (id TEXT PRIMARY KEY, project TEXT);"
+        + "".join(
+            f"INSERT INTO notes VALUES ('n{i}', '{SC_NAMES[i % len(SC_NAMES)].strip()}');"
+            for i in range(50 * scale)
+        ),
+    )
+    env = Env(root, db, write_registry(root / "registry.json", SC_REGISTRY), root / "reports")
+    a = apply_env(env, "--column", "notes.project")
+    seen: list[str] = []
+    real = database.open_database
+
+    def traced_open(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real(*args, **kwargs)
+        conn.set_trace_callback(seen.append)
+        return conn
+
+    with monkeypatch.context() as mp:
+        for module in list(sys.modules.values()):
+            if module is not None and getattr(module, "open_database", None) is real:
+                mp.setattr(module, "open_database", traced_open)
+        result = a.revert("--yes", "--format", "json")
+    assert result.code == 0, result.stderr
+    assert dump(db) == dump(a.backup)
+    return seen, result.json(), a
+
+
+def test_revert_statement_count_is_independent_of_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small, s_doc, _ = traced_revert(tmp_path / "small", 1, monkeypatch)
+    large, l_doc, _ = traced_revert(tmp_path / "large", 40, monkeypatch)
+    assert small, "the trace saw no statement: the counting is broken"
+
+    # the large revert really did 40 times the work (more than a 5,000-row chunk)
+    s_kinds, l_kinds = s_doc["by_kind"], l_doc["by_kind"]
+    for kind in ("moves", "archived", "rekey", "supersede"):
+        assert l_kinds[kind]["left"] == 40 * s_kinds[kind]["left"] > 0, kind
+    assert l_doc["counts"]["to_revert"] > 5000
+
+    # the archive goes into temp.rv_rec with one executemany: SQLite traces
+    # each execution (expanded), so its rows count as one statement text
+    def texts(seen: list[str]) -> set[str]:
+        return {RV_INSERT if s.startswith(RV_INSERT) else s for s in seen}
+
+    def others(seen: list[str]) -> list[str]:
+        return [s for s in seen if not s.startswith(RV_INSERT)]
+
+    loaded = sum(1 for s in large if s.startswith(RV_INSERT))
+    assert loaded >= l_doc["counts"]["to_revert"], "the archive is not loaded by that INSERT"
+    assert len(texts(large)) == len(texts(small)), sorted(texts(large) ^ texts(small))[:5]
+    assert len(others(large)) == len(others(small)), _first_difference(others(small), others(large))
+
+
+def _first_difference(small: list[str], large: list[str]) -> str:
+    for i, (a, b) in enumerate(zip(small, large, strict=False)):
+        if a != b:
+            return f"statement #{i} differs:\n  small: {a[:300]}\n  large: {b[:300]}"
+    return f"{len(small)} statements vs {len(large)}"
