@@ -426,6 +426,39 @@ def test_a_state_row_at_a_moved_rows_shadow_triple_is_a_conflict(make_env: Any) 
     assert a.listed() == {"s3": "conflict"}
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="conflicts are checked against rows in the database only, not between two rows"
+    " revert itself puts back: the dry run lists nothing, the real run dies on UNIQUE",
+)
+def test_two_restored_state_rows_at_one_triple_are_a_conflict(make_env: Any) -> None:
+    """Since the apply, the service deleted s1 (pc05, cfg, a) and moved the fact
+    to s3 by editing its key (an unowned column) to a: s3 now goes back to
+    (ps05, cfg, a), where the archived s2 comes back too."""
+    a = legacy(make_env)
+    execute(
+        a.env.db,
+        "DELETE FROM project_state WHERE id = 's1';"
+        " UPDATE project_state SET key = 'a' WHERE id = 's3';",
+    )
+    sha = file_digest(a.env.db)
+    listed = a.listed()
+    assert "conflict" in {listed.get("s2"), listed.get("s3")}, listed
+    refused = a.revert("--yes")
+    assert refused.code == 3
+    assert "conflict" in one_line_error(refused)
+    assert file_digest(a.env.db) == sha
+
+
+def test_no_backup_reverts_without_a_backup(make_env: Any) -> None:
+    a = legacy(make_env)
+    result = a.revert("--yes", "--no-backup", "--format", "json")
+    assert result.code == 0, result.stderr
+    assert result.json()["backup"]["path"] is None
+    assert sorted(a.env.reports.glob("backup-*.db")) == [a.backup]
+    assert dump(a.env.db) == dump(a.backup)
+
+
 def test_a_renamed_shadow_with_state_written_since_is_a_conflict(make_env: Any) -> None:
     """ps06 was renamed into p06-polisher; a state row written under it since
     would end under the alias name again: refused, even with --skip-changed;
