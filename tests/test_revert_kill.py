@@ -358,7 +358,7 @@ def trial(case: Case, how: str, at: float, tally: Tally) -> None:
     digest = content_digest(case.db)
     state = {case.migrated: "before", case.reverted: "after"}.get(digest, "MIXED")
     kind = f"killed {state} COMMIT" if killed else f"finished ({state} COMMIT)"
-    tally.outcomes[kind] += 1
+    tally.outcomes[f"{how}: {kind}"] += 1
     tally.lines.append(f"{what}: {kind}")
     if state == "MIXED" or (not killed and state != "after"):
         tally.problems.append(f"{what}: the database is neither the migrated nor the reverted one")
@@ -378,14 +378,20 @@ def trial(case: Case, how: str, at: float, tally: Tally) -> None:
 
 
 def wall_moments(case: Case, rng: random.Random) -> list[float]:
-    """WALL - 1 moments spread over the whole clean run, stratified, and one
-    in the stretch from the first line printed after COMMIT to the exit."""
+    """WALL - 2 moments spread over the whole clean run, stratified; one from
+    the last progress line (postconditions, then COMMIT) to the first line
+    printed after COMMIT; one in the first half of the stretch from that line
+    to the exit, where a kill lands after COMMIT. Each of those two stretches
+    is a few percent of the run and would otherwise be hit now and then."""
     clean = case.clean
     assert clean is not None
-    n = WALL - 1
+    n = WALL - 2
     out = [clean.exit * (i + rng.random()) / n for i in range(n)]
-    start = clean.lines[case.first_result_line]
-    out.append(start + (clean.exit - start) * rng.random())
+    last_progress, first_result = clean.lines[
+        case.first_result_line - 1 : case.first_result_line + 1
+    ]
+    out.append(last_progress + (first_result - last_progress) * rng.random())
+    out.append(first_result + (clean.exit - first_result) / 2 * rng.random())
     return out
 
 
@@ -410,4 +416,5 @@ def test_sigkill_during_revert_never_leaves_a_mix(case: Case) -> None:
     print(summary)
     print("\n".join(tally.lines))
     assert not tally.problems, summary + "\n" + "\n".join(tally.problems)
-    assert tally.outcomes["killed before COMMIT"] >= 1, summary
+    before = sum(n for k, n in tally.outcomes.items() if k.endswith("killed before COMMIT"))
+    assert before >= 1, summary
