@@ -10,7 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from atocore_identity.plan_objects import Survey
+from atocore_identity.plan_objects import Discovery, Survey
+
+DISCOVERY_CHECK = "no alias-keyed values in unconfigured columns"
+DISCOVERY_SKIPPED = "discovery of unconfigured columns: drop --no-discover"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,23 @@ def no_alias_names(surv: Survey) -> list[Check]:
         detail = ", ".join(f"{n.examples[0]!r}: {n.count}" for n in bad[:10]) or "none"
         out.append(Check(f"no alias or variant names in {target.label}", not bad, detail))
     return out
+
+
+def no_unconfigured_alias_values(discovery: Discovery) -> Check:
+    """SPEC §3: no column nobody configured holds an alias or a variant spelling.
+
+    A forgotten project-keyed column would otherwise pass every other check;
+    the detail names each column with the --column that migrates it and the
+    --ignore-column that acknowledges it, and says which tables were sampled.
+    """
+    if discovery.columns:
+        detail = "; ".join(c.describe() for c in discovery.columns[:10])
+        if len(discovery.columns) > 10:
+            detail += f"; and {len(discovery.columns) - 10} more columns"
+        if discovery.sampled:
+            detail += "; " + "; ".join(s.describe() for s in discovery.sampled)
+        return Check(DISCOVERY_CHECK, False, detail)
+    return Check(DISCOVERY_CHECK, True, "none in " + discovery.summary())
 
 
 def one_canonical_row(surv: Survey, canonical_ids: Iterable[str] | None = None) -> Check:

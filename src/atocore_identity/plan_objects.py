@@ -44,6 +44,97 @@ class NameCount:
 EXAMPLES = 5
 
 
+@dataclass(frozen=True)
+class DiscoveredColumn:
+    """A text column nobody configured that holds alias-keyed or variant-spelled
+    names (SPEC §3 "discover"): apply would leave these rows as they are."""
+
+    table: str
+    column: str
+    names: tuple[NameCount, ...]  # the alias and variant names found, per folded name
+    rows_read: int  # rows of the table discovery read (all of them unless sampled)
+    table_rows: int  # rows in the table
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}.{self.column}"
+
+    @property
+    def rows(self) -> int:
+        """Rows holding an alias or a variant spelling (of the rows read)."""
+        return sum(n.count for n in self.names)
+
+    @property
+    def sampled(self) -> bool:
+        return self.rows_read < self.table_rows
+
+    @property
+    def hint(self) -> str:
+        """The option that makes apply migrate the column."""
+        return f"--column {self.label}"
+
+    @property
+    def examples(self) -> tuple[str, ...]:
+        return tuple(e for n in self.names for e in n.examples)[:EXAMPLES]
+
+    def describe(self) -> str:
+        """One line: how many rows, where, which names, and both ways out."""
+        shown = ", ".join(
+            f"{n.examples[0]!r} -> {n.canonical_id}" for n in self.names[:3] if n.examples
+        )
+        if len(self.names) > 3:
+            shown += f", +{len(self.names) - 3} more names"
+        rows = f"{self.rows} alias-keyed row{'s' if self.rows != 1 else ''}"
+        return (
+            f"{rows} in {self.label} ({shown}): add {self.hint}, or acknowledge it"
+            f" with --ignore-column {self.label}"
+        )
+
+
+@dataclass(frozen=True)
+class SampledTable:
+    """A table too large to read whole: discovery read its first ``rows_read`` rows."""
+
+    table: str
+    rows_read: int
+    table_rows: int
+
+    def describe(self) -> str:
+        return f"sampled: first {self.rows_read} rows of {self.table_rows} in {self.table}"
+
+
+@dataclass
+class Discovery:
+    """What discovery read and what it found outside the configured columns."""
+
+    columns: list[DiscoveredColumn]  # flagged columns
+    read: list[str]  # every TABLE.COLUMN read
+    ignored: list[str]  # --ignore-column: never read
+    sampled: list[SampledTable]
+    sample_rows: int  # the per-table row limit
+    length_window: tuple[int, int]  # trimmed lengths a registered name can have
+
+    @property
+    def rows(self) -> int:
+        return sum(c.rows for c in self.columns)
+
+    def warnings(self) -> list[str]:
+        """What plan says apply would leave behind, and where discovery did not look."""
+        out = [f"apply would leave {c.describe()}" for c in self.columns]
+        out += [
+            f"discovery {s.describe()}: rows after those were not searched" for s in self.sampled
+        ]
+        return out
+
+    def summary(self) -> str:
+        """What was read, for a passing check or an all-clear."""
+        parts = [f"{len(self.read)} unconfigured column{'s' if len(self.read) != 1 else ''} read"]
+        if self.ignored:
+            parts.append("ignored: " + ", ".join(self.ignored))
+        parts += [s.describe() for s in self.sampled]
+        return "; ".join(parts)
+
+
 @dataclass
 class Group:
     """A registered project that has shadows: its canonical row and shadows."""
@@ -155,6 +246,8 @@ class Survey:
     memories_by_status: dict[tuple[str, str], int]
     has_state: bool
     rename: dict[str, str]  # every alias or variant spelling -> its canonical id
+    # alias-keyed values in columns nobody configured; None: discovery did not run
+    discovery: Discovery | None = None
 
     def groups(self) -> dict[str, Group]:
         groups: dict[str, Group] = {}
@@ -191,6 +284,12 @@ class Plan:
         ]
         out += self.stale_decisions
         return out
+
+    @property
+    def warnings(self) -> list[str]:
+        """What apply would leave behind without refusing: alias-keyed values in
+        columns nobody configured (SPEC §3 discovery), and where it only sampled."""
+        return self.survey.discovery.warnings() if self.survey.discovery else []
 
     @property
     def is_empty(self) -> bool:

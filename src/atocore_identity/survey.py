@@ -3,19 +3,35 @@
 A handful of GROUP BY statements whatever the row count, no TEMP tables:
 inspect runs exactly what ``inspect --sql`` prints. ``planner.build_plan``
 starts from a survey and decides in TEMP tables.
+
+Discovery (SPEC §3, opt-in: inspect, plan and verify ask for it; apply's
+postconditions do not) reads every other column that can hold text, one
+GROUP BY per column, and lists those holding alias-keyed or variant-spelled
+names: a forgotten column must never look clean.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from atocore_identity.database import quote_ident, quote_literal, table_columns, table_exists
 from atocore_identity.errors import DatabaseError
-from atocore_identity.plan_objects import EXAMPLES, NameCount, ProjectRow, Survey
+from atocore_identity.plan_objects import (
+    EXAMPLES,
+    DiscoveredColumn,
+    Discovery,
+    NameCount,
+    ProjectRow,
+    SampledTable,
+    Survey,
+)
 from atocore_identity.registry import Registry, fold
-from atocore_identity.targets import MissingTarget, Target
+from atocore_identity.targets import OWNED, MissingTarget, Target
 
 STATE_REQUIRED = ("id", "project_id", "category", "key", "value", "status", "updated_at")
 MEMORY_REQUIRED = ("id", "memory_type", "content", "project", "status", "updated_at")
@@ -39,11 +55,15 @@ def survey(
     missing: list[MissingTarget],
     progress: Progress = quiet,
     memory_statuses: bool = True,
+    discover: bool = False,
+    ignore: Sequence[tuple[str, str]] = (),
 ) -> Survey:
     """Count what the registry recognises. A handful of GROUP BY statements.
 
     ``memory_statuses=False`` skips the per-status memory counts: build_plan
     takes them from its rekey table instead of reading the rows twice.
+    ``discover=True`` also searches every unconfigured text column except the
+    ``ignore``d ones (``discover_columns``): one statement per column read.
     """
     progress("reading projects")
     project_rows, unregistered_projects = _project_rows(conn, registry)
@@ -64,6 +84,7 @@ def survey(
                     ' GROUP BY "project", "status"'
                 )
                 add_statuses(memories_by_status, conn.execute(sql))
+    discovery = discover_columns(conn, registry, targets, ignore, progress) if discover else None
     return Survey(
         targets=targets,
         missing=missing,
@@ -74,6 +95,7 @@ def survey(
         memories_by_status=memories_by_status,
         has_state=has_state,
         rename=rename,
+        discovery=discovery,
     )
 
 
@@ -122,9 +144,24 @@ def _count_names(
     # COLLATE BINARY: a column declared NOCASE would merge spellings here
     # and hide every variant; names are compared by fold() only.
     sql = f"SELECT {col}, COUNT(*) FROM main.{tab} GROUP BY {col} COLLATE BINARY"
+    found, moving = tally(registry, target.table, target.column, conn.execute(sql))
+    names += found
+    rename.update(moving)
+    return [raw for raw, _ in moving]
+
+
+def tally(
+    registry: Registry,
+    table: str,
+    column: str,
+    rows: Iterable[tuple[Any, Any]],
+    kinds: Container[str] = ("canonical", "variant", "alias", "unregistered"),
+) -> tuple[list[NameCount], list[tuple[str, str]]]:
+    """Count (raw value, rows) pairs per folded name, keeping the names of ``kinds``;
+    also return (raw spelling, canonical id) for every alias or variant (what moves)."""
     per_name: dict[tuple[str, str, str | None], list[Any]] = {}
-    moving: list[str] = []
-    for raw, count in conn.execute(sql):
+    moving: list[tuple[str, str]] = []
+    for raw, count in rows:
         kind: str = "unregistered"
         canonical: str | None = None
         if isinstance(raw, str):
@@ -132,28 +169,20 @@ def _count_names(
             if hit is not None:
                 kind, canonical = hit
                 if kind != "canonical":
-                    rename[raw] = canonical
-                    moving.append(raw)
+                    moving.append((raw, canonical))
+        if kind not in kinds:
+            continue
         name = fold(raw) if isinstance(raw, str) else repr(raw)
         slot = per_name.setdefault((name, kind, canonical), [0, 0, []])
         slot[0] += int(count)
         slot[1] += 1
         if len(slot[2]) < EXAMPLES:
             slot[2].append(raw if isinstance(raw, str) else repr(raw))
-    for (name, kind, canonical), (count, spellings, examples) in per_name.items():
-        names.append(
-            NameCount(
-                target.table,
-                target.column,
-                name,
-                kind,
-                canonical,
-                count,
-                spellings,
-                tuple(examples),
-            )
-        )
-    return moving
+    names = [
+        NameCount(table, column, name, kind, canonical, count, spellings, tuple(examples))
+        for (name, kind, canonical), (count, spellings, examples) in per_name.items()
+    ]
+    return names, moving
 
 
 def add_statuses(into: dict[tuple[str, str], int], rows: Iterable[tuple[Any, ...]]) -> None:
@@ -171,3 +200,224 @@ def require_columns(conn: sqlite3.Connection, table: str, required: Sequence[str
             f"table {table} lacks column(s) {', '.join(lacking)}",
             "this does not look like an AtoCore schema the tool knows",
         )
+
+
+# -- discovery (SPEC §3) ---------------------------------------------------------
+
+# Tables larger than this are read only up to this many rows (first by rowid,
+# or by primary key WITHOUT ROWID), and every output says so.
+SAMPLE_ROWS = 1_000_000
+# The code points Python's str.strip() removes (str.isspace()).
+# tests/test_discovery.py checks the list against Python.
+WHITESPACE = (
+    *(9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760),
+    *range(8192, 8203),
+    *(8232, 8233, 8239, 8287, 12288),
+)
+# str.lower() never shortens a character and lengthens one at most to two
+# (only U+0130 'İ' -> 'i̇'); checked by tests/test_discovery.py.
+LOWER_GROWTH = 2
+# str.lower() changes no code point from here on (checked by tests/test_discovery.py).
+NO_CASE_FROM = 0x20000
+# How much white space around a registered name discovery still finds.
+PADDING = 64
+# Column types of a STRICT table that cannot hold text.
+STRICT_NOT_TEXT = frozenset({"INT", "INTEGER", "REAL", "BLOB"})
+# The end of a CREATE TABLE statement that makes a WITHOUT ROWID table.
+WITHOUT_ROWID = re.compile(r"\)\s*(STRICT\s*,\s*)?WITHOUT\s+ROWID\s*(,\s*STRICT\s*)?;?\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class NameShape:
+    """What a value must look like to fold to a registered name, in terms SQL
+    can test exactly without folding: its length and its first character."""
+
+    lo: int  # shortest stripped length
+    hi: int  # longest stripped length
+    first: tuple[int, ...]  # code points whose lower() starts a registered name
+
+    def where(self, column: str) -> str:
+        """The WHERE clause keeping only values that can fold to a registered name.
+
+        No case folding in SQL (SQLite's is ASCII-only): a value is kept when it
+        is text, between ``lo`` and ``hi + PADDING`` characters long, and either
+        starts with a character in ``first`` and is at most ``hi`` long or ends
+        in white space, or starts with white space. Every value that folds to a
+        registered name passes (with at most PADDING characters of white space
+        around it); the tests copy nothing and reject long free text by length.
+        """
+        blank = "(" + ", ".join(str(c) for c in WHITESPACE) + ")"
+        first = "(" + ", ".join(str(c) for c in self.first) + ")"
+        return (
+            f"typeof({column}) = 'text' AND length({column}) BETWEEN {self.lo}"
+            f" AND {self.hi + PADDING} AND (unicode({column}) IN {blank}"
+            f" OR (unicode({column}) IN {first} AND (length({column}) <= {self.hi}"
+            f" OR unicode(substr({column}, -1)) IN {blank})))"
+        )
+
+
+def name_shape(registry: Registry) -> NameShape:
+    """The shape of the values that can fold to a registered name.
+
+    fold(v) = v.strip().lower(); lower() maps a character to one or two (so a
+    stripped length outside [ceil(min/2), max] of the names' lengths cannot
+    match), and the first character of fold(v) is the first of the lower() of
+    v's first non-blank character.
+    """
+    keys = [*registry.alias_to_id, *registry.folded_ids]
+    lengths = [len(k) for k in keys]
+    starts = {k[0] for k in keys}
+    first = {c for c in range(NO_CASE_FROM) if chr(c).lower()[:1] in starts}
+    first |= {ord(c) for c in starts if ord(c) >= NO_CASE_FROM}
+    return NameShape(-(-min(lengths) // LOWER_GROWTH), max(lengths), tuple(sorted(first)))
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A table with the columns discovery reads, and how to take its first rows."""
+
+    table: str
+    columns: tuple[str, ...]
+    order: str  # ORDER BY of the sample: rowid, or the WITHOUT ROWID primary key
+
+
+def _tables(conn: sqlite3.Connection) -> list[tuple[str, bool, bool]]:
+    """(name, WITHOUT ROWID, STRICT) of every ordinary table, by name.
+
+    ``PRAGMA table_list`` (SQLite 3.37) says which tables are virtual or
+    shadow tables; an older SQLite, where an unknown PRAGMA silently returns
+    nothing, is read from sqlite_master instead (it has no STRICT tables).
+    """
+    if sqlite3.sqlite_version_info >= (3, 37):
+        found = [
+            (str(r[1]), bool(r[4]), bool(r[5]))
+            for r in conn.execute("PRAGMA main.table_list")
+            if r[2] == "table"
+        ]
+    else:
+        found = [
+            (str(name), bool(WITHOUT_ROWID.search(str(sql or ""))), False)
+            for name, sql in conn.execute(
+                "SELECT name, sql FROM main.sqlite_master WHERE type = 'table'"
+            )
+            if not str(sql or "").upper().startswith("CREATE VIRTUAL")
+        ]
+    return sorted(t for t in found if not t[0].lower().startswith("sqlite_"))
+
+
+def _candidates(conn: sqlite3.Connection, skip: set[tuple[str, str]]) -> Iterator[_Candidate]:
+    """Every ordinary table's columns that can hold text, minus ``skip``
+    (lower-cased TABLE, COLUMN) and the whole ``projects`` table.
+
+    Views, virtual tables (FTS indexes and the like) and their shadow tables
+    are derived data and are not read (an SQLite before 3.37 cannot tell a
+    shadow table, and reads it); neither are SQLite's own sqlite_* tables.
+    """
+    for table, without_rowid, strict in _tables(conn):
+        if table.lower() == "projects":
+            continue
+        info = conn.execute(f"PRAGMA main.table_info({quote_ident(table)})").fetchall()
+        names = {str(r[1]).lower() for r in info}
+        pk = [str(r[1]) for r in sorted(info, key=lambda r: int(r[5])) if int(r[5]) > 0]
+        # a primary key that is the rowid has no index of its own
+        # ("INTEGER PRIMARY KEY DESC" has one, and is an ordinary column)
+        indexed_pk = any(
+            r[3] == "pk" for r in conn.execute(f"PRAGMA main.index_list({quote_ident(table)})")
+        )
+        rowid_alias = len(pk) == 1 and not without_rowid and not indexed_pk
+        columns = []
+        for _cid, name, declared, _nn, _dflt, in_pk in info:
+            kind = str(declared or "").strip().upper()
+            if (table.lower(), str(name).lower()) in skip:
+                continue
+            if in_pk and rowid_alias and kind == "INTEGER":
+                continue  # the rowid itself: an integer, never text
+            if strict and kind in STRICT_NOT_TEXT:
+                continue
+            columns.append(str(name))
+        if not columns:
+            continue
+        if without_rowid:
+            order = ", ".join(quote_ident(c) for c in pk)
+        else:
+            free = [r for r in ("rowid", "_rowid_", "oid") if r not in names]
+            order = free[0] if free else ""
+        yield _Candidate(table, tuple(columns), order)
+
+
+@contextmanager
+def _lenient_text(conn: sqlite3.Connection) -> Iterator[None]:
+    """Decode text leniently while reading columns nobody vouched for: a value
+    that is not UTF-8 cannot be a registered name, and must not stop the run."""
+    before = conn.text_factory
+    conn.text_factory = lambda b: b.decode("utf-8", "replace")
+    try:
+        yield
+    finally:
+        conn.text_factory = before
+
+
+def discover_columns(
+    conn: sqlite3.Connection,
+    registry: Registry,
+    targets: Sequence[Target],
+    ignore: Sequence[tuple[str, str]] = (),
+    progress: Progress = quiet,
+    sample_rows: int | None = None,
+) -> Discovery:
+    """Unconfigured text columns holding alias-keyed or variant-spelled names.
+
+    Reads every column that can hold text outside ``projects``,
+    ``project_state.project_id``, the ``targets`` and the ``ignore``d columns:
+    one ``SELECT COUNT(*)`` per table and one GROUP BY per column, keeping only
+    text values that can fold to a registered name (``NameShape.where``), so a
+    huge free-text column returns nothing big. The distinct values are
+    classified in Python with ``registry.classify`` (SQLite's lower() folds
+    ASCII only, so it is never used).
+    Tables over ``sample_rows`` rows (default ``SAMPLE_ROWS``) are read up to
+    that many rows, and the result says so.
+    """
+    skip = {(t.lower(), c.lower()) for t, c in OWNED}
+    skip |= {(t.table.lower(), t.column.lower()) for t in targets}
+    skip |= {(t.lower(), c.lower()) for t, c in ignore}
+    shape = name_shape(registry)
+    limit = SAMPLE_ROWS if sample_rows is None else sample_rows
+    found: list[DiscoveredColumn] = []
+    read: list[str] = []
+    sampled: list[SampledTable] = []
+    with _lenient_text(conn):
+        for cand in _candidates(conn, skip):
+            progress(f"discovering names in {cand.table}")
+            tab = f"main.{quote_ident(cand.table)}"
+            (total,) = conn.execute(f"SELECT COUNT(*) FROM {tab}").fetchone()
+            total = int(total)
+            rows_read = min(total, limit)
+            if total > limit:
+                sampled.append(SampledTable(cand.table, rows_read, total))
+            for column in cand.columns:
+                col = quote_ident(column)
+                source = tab
+                if total > limit:
+                    order = f" ORDER BY {cand.order}" if cand.order else ""
+                    source = f"(SELECT {col} FROM {tab}{order} LIMIT {limit})"
+                sql = (
+                    f"SELECT {col}, COUNT(*) FROM {source}"
+                    f" WHERE {shape.where(col)} GROUP BY {col} COLLATE BINARY"
+                )
+                names, _ = tally(
+                    registry, cand.table, column, conn.execute(sql), ("alias", "variant")
+                )
+                read.append(f"{cand.table}.{column}")
+                if names:
+                    names.sort(key=lambda n: (-n.count, n.name))
+                    found.append(
+                        DiscoveredColumn(cand.table, column, tuple(names), rows_read, total)
+                    )
+    return Discovery(
+        columns=found,
+        read=read,
+        ignored=[f"{t}.{c}" for t, c in ignore],
+        sampled=sampled,
+        sample_rows=limit,
+        length_window=(shape.lo, shape.hi),
+    )

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from atocore_identity.database import table_columns
+from atocore_identity.database import quote_ident, table_columns
 from atocore_identity.errors import BadInput
 
 # Tables and columns the migration owns through its own rules; an operator
@@ -58,17 +58,17 @@ class MissingTarget:
         return f"{self.table}.{self.column}"
 
 
-def parse_column(spec: str) -> tuple[str, str]:
+def parse_column(spec: str, option: str = "--column") -> tuple[str, str]:
     """Parse TABLE.COLUMN; raise BadInput with the fix on a malformed value."""
     table, dot, column = spec.strip().partition(".")
     if not dot or not table or not column or "." in column:
         raise BadInput(
-            f"--column {spec!r} is not TABLE.COLUMN",
-            "write it like --column conflicts.project",
+            f"{option} {spec!r} is not TABLE.COLUMN",
+            f"write it like {option} conflicts.project",
         )
     if (table.lower(), column.lower()) in OWNED:
         raise BadInput(
-            f"--column {spec!r} is owned by the migration's own rules",
+            f"{option} {spec!r} is owned by the migration's own rules",
             "name only free-text project columns such as conflicts.project",
         )
     return table, column
@@ -110,6 +110,11 @@ def _actual_table(conn: sqlite3.Connection, table: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def _without_rowid(conn: sqlite3.Connection, table: str) -> bool:
+    rows = conn.execute(f"PRAGMA main.table_list({quote_ident(table)})").fetchall()
+    return bool(rows and rows[0][4])
+
+
 def resolve_targets(
     conn: sqlite3.Connection, extra: list[str]
 ) -> tuple[list[Target], list[MissingTarget]]:
@@ -145,5 +150,45 @@ def resolve_targets(
             continue
         seen.add(key)
         key_column = "id" if "id" in columns else "rowid"
+        if key_column == "rowid" and _without_rowid(conn, actual):
+            raise BadInput(
+                f"--column {table}.{column}: table {actual} is WITHOUT ROWID and has no id"
+                " column, so its rows have no key the tool can record and check",
+                f"migrate it by hand, or acknowledge it with --ignore-column {table}.{column}",
+            )
         found.append(Target(actual, match[0], key_column, named))
     return found, missing
+
+
+def resolve_ignored(
+    conn: sqlite3.Connection, specs: list[str] | tuple[str, ...], targets: list[Target]
+) -> list[tuple[str, str]]:
+    """The acknowledged columns (--ignore-column, ``ignore = [...]``) as the
+    database spells them: discovery neither reads nor flags them.
+
+    The operator named each one, so (like a named --column) a malformed spec,
+    a table or column this database lacks, and a column that is also a
+    project-keyed target are errors, not silently ignored.
+    """
+    out: list[tuple[str, str]] = []
+    configured = {(t.table.lower(), t.column.lower()) for t in targets}
+    for spec in specs:
+        table, column = parse_column(spec, "--ignore-column")
+        actual = _actual_table(conn, table)
+        columns = table_columns(conn, actual) if actual else []
+        match = [c for c in columns if c.lower() == column.lower()]
+        if actual is None or not match:
+            reason = "no such table" if actual is None else "no such column"
+            raise BadInput(
+                f"--ignore-column {table}.{column}: {reason} in this database",
+                "check the spelling, or drop it from --ignore-column and the config's ignore",
+            )
+        if (actual.lower(), match[0].lower()) in configured:
+            raise BadInput(
+                f"--ignore-column {table}.{column} is also a project-keyed column"
+                " (a default or --column): it cannot be both migrated and ignored",
+                "drop one of the two",
+            )
+        if (actual, match[0]) not in out:
+            out.append((actual, match[0]))
+    return out

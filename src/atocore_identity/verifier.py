@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from atocore_identity.companion import (
 )
 from atocore_identity.database import quote_ident, quote_literal, table_columns, table_exists
 from atocore_identity.errors import BadInput
+from atocore_identity.plan_objects import Discovery
 from atocore_identity.registry import Registry
 from atocore_identity.reports import companion_of, load_report
 from atocore_identity.survey import survey
@@ -44,6 +45,7 @@ class VerifyResult:
     checks: list[Check] = field(default_factory=list)
     apply_report: Path | None = None
     skipped: list[str] = field(default_factory=list)  # checks not run, and how to run them
+    discovery: Discovery | None = None  # what discovery read and found; None: skipped
 
     @property
     def ok(self) -> bool:
@@ -78,10 +80,25 @@ def run_verify(
     report_path: Path | None = None,
     backup: Path | None = None,
     report_dir: Path | None = None,
+    *,
+    discover: bool = True,
+    ignore: Sequence[tuple[str, str]] = (),
 ) -> VerifyResult:
+    """The checklist. ``discover`` also searches the columns nobody configured
+    (except the ``ignore``d ones): any alias-keyed value there fails verify."""
     result = VerifyResult()
-    surv = survey(conn, registry, targets, missing)
+    surv = survey(conn, registry, targets, missing, discover=discover, ignore=ignore)
     result.checks += [checks.no_shadow_rows(surv), *checks.no_alias_names(surv)]
+    result.discovery = surv.discovery
+    if surv.discovery is not None:
+        result.checks.append(checks.no_unconfigured_alias_values(surv.discovery))
+        result.skipped += [
+            f"discovery: rows after the first {s.rows_read} of {s.table_rows} in {s.table}"
+            " (large tables are sampled)"
+            for s in surv.discovery.sampled
+        ]
+    else:
+        result.skipped.append(checks.DISCOVERY_SKIPPED)
     result.checks.append(checks.one_canonical_row(surv))
     result.checks += _file_checks(conn)
 

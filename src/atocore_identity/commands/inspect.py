@@ -16,10 +16,11 @@ from atocore_identity.commands.base import (
 )
 from atocore_identity.database import traced
 from atocore_identity.errors import EXIT_OK, Refused
-from atocore_identity.plan_objects import Survey
+from atocore_identity.plan_objects import Discovery, Survey
 from atocore_identity.registry import Registry, fold
 from atocore_identity.render import Doc
-from atocore_identity.survey import survey
+from atocore_identity.survey import SAMPLE_ROWS, survey
+from atocore_identity.targets import resolve_ignored
 
 STATUSES = ("active", "superseded", "invalid", "candidate")
 
@@ -37,8 +38,18 @@ class InspectOutcome:
 
 def run(inputs: Inputs) -> InspectOutcome:
     statements: list[str] = []
-    with read_session(inputs) as s, traced(s.conn, statements.append):
-        surv = survey(s.conn, s.registry, s.targets, s.missing, inputs.progress)
+    with read_session(inputs) as s:
+        ignore = resolve_ignored(s.conn, inputs.ignore, s.targets)
+        with traced(s.conn, statements.append):
+            surv = survey(
+                s.conn,
+                s.registry,
+                s.targets,
+                s.missing,
+                inputs.progress,
+                discover=inputs.discover,
+                ignore=ignore,
+            )
     # The trace also caught the introspection PRAGMAs; keep only what measures.
     statements = [
         q
@@ -106,6 +117,59 @@ def survey_payload(surv: Survey) -> dict[str, Any]:
         ],
         "targets": [t.label for t in surv.targets],
         "missing_targets": [{"target": m.label, "reason": m.reason} for m in surv.missing],
+        **discovery_payload(surv.discovery),
+    }
+
+
+def discovery_payload(discovery: Discovery | None) -> dict[str, Any]:
+    """``discovered`` (the flagged columns) and ``discovery`` (what was read)."""
+    if discovery is None:
+        return {
+            "discovered": [],
+            "discovery": {
+                "ran": False,
+                "columns_read": [],
+                "ignored": [],
+                "sampled": [],
+                "sample_rows": SAMPLE_ROWS,
+                "length_window": None,
+            },
+        }
+    return {
+        "discovered": [
+            {
+                "table": c.table,
+                "column": c.column,
+                "hint": c.hint,
+                "rows": c.rows,
+                "sampled": c.sampled,
+                "rows_read": c.rows_read,
+                "table_rows": c.table_rows,
+                "names": [
+                    {
+                        "name": n.name,
+                        "kind": n.kind,
+                        "canonical_id": n.canonical_id,
+                        "rows": n.count,
+                        "spellings": n.spellings,
+                        "examples": list(n.examples),
+                    }
+                    for n in c.names
+                ],
+            }
+            for c in discovery.columns
+        ],
+        "discovery": {
+            "ran": True,
+            "columns_read": discovery.read,
+            "ignored": discovery.ignored,
+            "sampled": [
+                {"table": s.table, "rows_read": s.rows_read, "table_rows": s.table_rows}
+                for s in discovery.sampled
+            ],
+            "sample_rows": discovery.sample_rows,
+            "length_window": list(discovery.length_window),
+        },
     }
 
 
@@ -122,6 +186,8 @@ def survey_counts(surv: Survey) -> dict[str, int]:
         "alias_keyed_rows": rows("alias"),
         "variant_spelled_rows": rows("variant"),
         "unregistered_rows": rows("unregistered"),
+        "discovered_columns": len(surv.discovery.columns) if surv.discovery else 0,
+        "discovered_rows": surv.discovery.rows if surv.discovery else 0,
     }
 
 
@@ -202,7 +268,8 @@ def _names_table(doc: Doc, surv: Survey) -> None:
         )
     doc.heading("Alias-keyed and variant-spelled names")
     if not rows:
-        doc.good("none: every registered name in the data is canonical")
+        read = ", ".join(t.label for t in surv.targets) or "none"
+        doc.good(f"none in the project-keyed columns ({read}): every registered name is canonical")
         return
     doc.table(
         [
@@ -218,6 +285,40 @@ def _names_table(doc: Doc, surv: Survey) -> None:
         ],
         rows,
     )
+
+
+def discovery_section(doc: Doc, discovery: Discovery | None) -> None:
+    """The columns nobody configured that hold registered names (inspect, plan)."""
+    doc.heading("Other columns holding registered names (discovery)")
+    if discovery is None:
+        doc.bad(
+            "discovery skipped (--no-discover): columns nobody configured were not"
+            " searched for alias-keyed values"
+        )
+        return
+    if discovery.columns:
+        doc.table(
+            ["table.column", "rows", "names", "add"],
+            [
+                [
+                    c.label,
+                    f"{c.rows} (of the first {c.rows_read})" if c.sampled else c.rows,
+                    ", ".join(
+                        f"{e!r} -> {n.canonical_id}" for n in c.names for e in n.examples[:1]
+                    ),
+                    c.hint,
+                ]
+                for c in discovery.columns
+            ],
+        )
+        doc.bad(
+            "apply leaves these as they are and verify fails while they exist: add the"
+            " --column, or acknowledge a column that legitimately names aliases with"
+            " --ignore-column TABLE.COLUMN"
+        )
+    else:
+        doc.good("none: no other column holds an alias or a variant spelling")
+    doc.text(discovery.summary())
 
 
 def view(o: InspectOutcome) -> Doc:
@@ -253,6 +354,7 @@ def view(o: InspectOutcome) -> Doc:
     if surv.missing:
         doc.heading("Missing project-keyed columns")
         doc.table(["column", "reason"], [[m.label, m.reason] for m in surv.missing])
+    discovery_section(doc, surv.discovery)
     if o.report:
         doc.text(f"\nreport: {o.report}")
     return doc

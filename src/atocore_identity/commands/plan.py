@@ -24,6 +24,8 @@ from atocore_identity.render import Doc
 from atocore_identity.reports import ensure_report_dir, unique_path
 from atocore_identity.resolutions import load_decisions
 from atocore_identity.statements import apply_script, iter_state_rows, write_statements
+from atocore_identity.survey import discover_columns
+from atocore_identity.targets import resolve_ignored
 
 PREVIEW_ROWS = 200
 
@@ -77,8 +79,14 @@ def run(
     _check_out(out)
     with read_session(inputs) as s:
         # inputs first: a bad registry or database is exit 2 whatever the report dir
+        ignore = resolve_ignored(s.conn, inputs.ignore, s.targets)
         report_dir = out.parent if out is not None else ensure_report_dir(inputs.report_dir)
         plan = build_plan(s.conn, s.registry, s.targets, s.missing, decisions, inputs.progress)
+        if inputs.discover:
+            # what apply would leave behind: alias-keyed values in other columns
+            plan.survey.discovery = discover_columns(
+                s.conn, s.registry, s.targets, ignore, inputs.progress
+            )
         preview: list[dict[str, Any]] = []
         if plan.survey.has_state and plan.groups:
             preview = [_flat(r) for r in islice(iter_state_rows(s.conn), PREVIEW_ROWS)]
@@ -123,6 +131,7 @@ def plan_details(plan: Plan, preview: list[dict[str, Any]]) -> dict[str, Any]:
         "applicable": not plan.blockers,
         "empty": plan.is_empty,
         "blockers": plan.blockers,
+        "warnings": plan.warnings,
         "integrity_errors": plan.integrity_errors,
         "stale_resolutions": plan.stale_decisions,
         "groups": groups_payload(plan),
@@ -262,10 +271,19 @@ def verdict(doc: Doc, plan: Plan) -> None:
         for b in plan.blockers:
             doc.bad(b)
         doc.text("apply would refuse (exit 3) until these are fixed.")
+    elif plan.is_empty and plan.warnings:
+        doc.good("nothing to migrate in the project-keyed columns read")
     elif plan.is_empty:
         doc.good("nothing to migrate: the database is clean for this registry")
     else:
         doc.good("applicable: run `atocore-identity apply`")
+    for w in plan.warnings:
+        doc.text(f"warning: {w}")
+    if plan.survey.discovery is None:
+        doc.text(
+            "warning: discovery skipped (--no-discover): columns nobody configured"
+            " were not searched for alias-keyed values"
+        )
 
 
 def view(o: PlanOutcome) -> Doc:

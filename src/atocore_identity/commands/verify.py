@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from atocore_identity.commands.base import Inputs, publish_report, read_session, report_envelope
+from atocore_identity.commands.inspect import discovery_payload
 from atocore_identity.errors import EXIT_CHECK_FAILED, EXIT_OK
 from atocore_identity.render import Doc
 from atocore_identity.reports import ensure_report_dir
+from atocore_identity.targets import resolve_ignored
 from atocore_identity.verifier import VerifyResult, run_verify
 
 
@@ -27,9 +29,18 @@ class VerifyOutcome:
 def run(inputs: Inputs, report: Path | None, backup: Path | None) -> VerifyOutcome:
     inputs.progress("verifying")
     with read_session(inputs) as s:
+        ignore = resolve_ignored(s.conn, inputs.ignore, s.targets)
         ensure_report_dir(inputs.report_dir)
         result = run_verify(
-            s.conn, s.registry, s.targets, s.missing, report, backup, inputs.report_dir
+            s.conn,
+            s.registry,
+            s.targets,
+            s.missing,
+            report,
+            backup,
+            inputs.report_dir,
+            discover=inputs.discover,
+            ignore=ignore,
         )
     counts = {"checks": len(result.checks), "failed": sum(1 for c in result.checks if not c.ok)}
     payload = report_envelope(
@@ -44,6 +55,7 @@ def run(inputs: Inputs, report: Path | None, backup: Path | None) -> VerifyOutco
             "backup": str(backup) if backup else None,
             "checks": [c.as_dict() for c in result.checks],
             "skipped": result.skipped,
+            **discovery_payload(result.discovery),
         },
     )
     return VerifyOutcome(result, payload, publish_report(inputs, "verify", payload))
