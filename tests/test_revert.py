@@ -76,8 +76,7 @@ def execute(db: Path, script: str, foreign_keys: bool = True) -> None:
     conn = sqlite3.connect(db)
     try:
         conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
-        conn.executescript(script)
-        conn.commit()
+        conn.executescript(f"BEGIN; {script}; COMMIT;")  # one transaction, one fsync
     finally:
         conn.close()
 
@@ -736,14 +735,16 @@ def traced_revert(
     opened through database.open_database traced by SQLite's own hook."""
     root.mkdir()
     db = build_db(root / "atocore.db", projects=SC_PROJECTS, **sc_dataset(scale))
-    execute(
-        db,
-        "CREATE TABLE notes (id TEXT PRIMARY KEY, project TEXT);"
-        + "".join(
-            f"INSERT INTO notes VALUES ('n{i}', '{SC_NAMES[i % len(SC_NAMES)].strip()}');"
-            for i in range(50 * scale)
-        ),
-    )
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("CREATE TABLE notes (id TEXT PRIMARY KEY, project TEXT)")
+        conn.executemany(
+            "INSERT INTO notes VALUES (?, ?)",
+            ((f"n{i}", SC_NAMES[i % len(SC_NAMES)].strip()) for i in range(50 * scale)),
+        )
+        conn.commit()
+    finally:
+        conn.close()
     env = Env(root, db, write_registry(root / "registry.json", SC_REGISTRY), root / "reports")
     a = apply_env(env, "--column", "notes.project")
     seen: list[str] = []
