@@ -21,6 +21,7 @@ CONFIG ?=
 YES ?=
 APPLY_REPORT ?=
 BACKUP ?=
+FORMAT ?=
 # Many shells export COLUMNS as the terminal width: COLUMNS, CONFIG and YES count only when
 # given on make's command line, never from the environment (use ATOCORE_IDENTITY_CONFIG for
 # a config in the environment), and COLUMNS is not handed on to the tool as a width.
@@ -29,7 +30,8 @@ unexport COLUMNS
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint format demo completions docs bench soak clean \
-        identity-inspect identity-plan identity-resolve identity-apply identity-verify
+        identity-inspect identity-plan identity-resolve identity-apply identity-verify \
+        identity-history
 
 help: ## List every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -112,6 +114,10 @@ identity-apply: $(STAMP) ## Runbook 5: migrate; PLAN= required, RESOLUTIONS= if 
 identity-verify: $(STAMP) ## Runbook 6: check the postconditions; APPLY_REPORT= and BACKUP= optional
 	$(call need,DB REGISTRY REPORT_DIR)
 	$(TOOL) verify $(RUNBOOK_ARGS) $(if $(APPLY_REPORT),--report "$(APPLY_REPORT)") $(if $(BACKUP),--backup "$(BACKUP)")
+
+identity-history: $(STAMP) ## History: every run in REPORT_DIR and what needs attention; FORMAT=json|markdown
+	$(call need,REPORT_DIR)
+	$(TOOL) history --report-dir "$(REPORT_DIR)" $(if $(FORMAT),--format "$(FORMAT)")
 
 clean: ## Remove the venv, caches and demo output
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/out

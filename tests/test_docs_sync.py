@@ -106,7 +106,9 @@ def test_exit_codes_doc_and_help_list_every_code() -> None:
 def test_runbook_uses_every_runbook_make_target_and_variable() -> None:
     makefile = (ROOT / "Makefile").read_text("utf-8")
     targets = re.findall(r"^(identity-[a-z]+):", makefile, re.M)
-    assert len(targets) == 5
+    # the five runbook steps and history (revert adds its own); each documented below
+    steps = ("inspect", "plan", "resolve", "apply", "verify", "history")
+    assert {f"identity-{s}" for s in steps} <= set(targets), targets
     text = doc("runbook.md")
     for target in targets:
         assert f"make {target} " in text, target

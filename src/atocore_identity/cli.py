@@ -31,6 +31,7 @@ from rich.progress import (
 
 from atocore_identity import __version__
 from atocore_identity.commands import apply as apply_cmd
+from atocore_identity.commands import history as history_cmd
 from atocore_identity.commands import inspect as inspect_cmd
 from atocore_identity.commands import plan as plan_cmd
 from atocore_identity.commands import resolve as resolve_cmd
@@ -53,7 +54,9 @@ from atocore_identity.options import (
     common_options,
     complete_picks,
     complete_reports,
+    debug_option,
     format_option,
+    report_dir_option,
     resolutions_option,
     resolve_db,
     resolve_registry,
@@ -360,6 +363,52 @@ def verify(run: Run, fmt: str, apply_report: Path | None, backup: Path | None) -
     with run.phases.running():
         outcome = verify_cmd.run(run.inputs, apply_report, backup)
     emit(verify_cmd.view(outcome), fmt, outcome.payload)
+    return outcome.exit_code
+
+
+# -- history ------------------------------------------------------------------
+
+
+@cli.command(epilog=EXIT_CODES_HELP, short_help="List every run in the report dir (read-only).")
+@report_dir_option
+@format_option
+@click.option(
+    "--prune",
+    "prune_debris",
+    is_flag=True,
+    help="Remove debris: old .tmp-* files and companions no report names."
+    " A dry run unless --yes; never a backup.",
+)
+@click.option("--yes", "-y", is_flag=True, help="With --prune: really remove.")
+@click.option(
+    "--older-than",
+    type=click.IntRange(min=0),
+    default=history_cmd.DEFAULT_OLDER_THAN,
+    show_default=True,
+    metavar="MINUTES",
+    help="--prune leaves debris younger than this: a running command may own it.",
+)
+@click.option("--deep", is_flag=True, help="quick_check every backup even beyond the 1 GiB budget.")
+@debug_option
+def history(
+    report_dir: Path | None, fmt: str, prune_debris: bool, yes: bool, older_than: int, deep: bool
+) -> int:
+    """List every run in the report dir, newest first, and flag what needs attention.
+
+    Needs no --db or --registry, changes nothing and writes no report; only
+    --prune --yes removes files. Exit 0 (also when something needs attention),
+    1 if --prune --yes could not remove a file.
+    """
+    if yes and not prune_debris:
+        raise click.UsageError("--yes goes with --prune")
+    outcome = history_cmd.run(
+        resolve_report_dir(report_dir),
+        prune_debris=prune_debris,
+        remove=yes,
+        older_than=older_than,
+        deep=deep,
+    )
+    emit(history_cmd.view(outcome), fmt, outcome.payload)
     return outcome.exit_code
 
 
