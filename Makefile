@@ -31,7 +31,7 @@ unexport COLUMNS
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint format demo completions docs bench soak clean \
         identity-inspect identity-plan identity-resolve identity-apply identity-verify \
-        identity-history
+        identity-history identity-revert
 
 help: ## List every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -89,6 +89,7 @@ EXAMPLE_DB := /srv/atocore/data/db/atocore.db
 EXAMPLE_REGISTRY := /srv/atocore/registry.json
 EXAMPLE_REPORT_DIR := /srv/atocore/data/migrations
 EXAMPLE_PLAN := $(EXAMPLE_REPORT_DIR)/plan.json
+EXAMPLE_APPLY_REPORT := $(EXAMPLE_REPORT_DIR)/apply-<time>.json
 # $(call need,VAR ...): stop unless every VAR is set; the example names every one of them.
 need = $(foreach v,$(1),$(if $($(v)),,$(error $(v)= is required, e.g. make $@ $(foreach w,$(1),$(w)=$(EXAMPLE_$(w))))))
 RUNBOOK_ARGS = --db "$(DB)" --registry "$(REGISTRY)" --report-dir "$(REPORT_DIR)" \
@@ -118,6 +119,11 @@ identity-verify: $(STAMP) ## Runbook 6: check the postconditions; APPLY_REPORT= 
 identity-history: $(STAMP) ## History: every run in REPORT_DIR and what needs attention; FORMAT=json|markdown
 	$(call need,REPORT_DIR)
 	$(TOOL) history --report-dir "$(REPORT_DIR)" $(if $(FORMAT),--format "$(FORMAT)")
+
+identity-revert: $(STAMP) ## Undo: revert APPLY_REPORT= (keeps writes since); PROJECT="id ..." DRY_RUN=1 SKIP_CHANGED=1 YES=1
+	$(call need,DB REGISTRY REPORT_DIR APPLY_REPORT)
+	$(TOOL) revert $(RUNBOOK_ARGS) --report "$(APPLY_REPORT)" $(foreach p,$(PROJECT),--project "$(p)") \
+	  $(if $(DRY_RUN),--dry-run) $(if $(SKIP_CHANGED),--skip-changed) $(yes_flag)
 
 clean: ## Remove the venv, caches and demo output
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/out

@@ -8,9 +8,10 @@ without ``--skip-changed``), or which table contents result.
 
 A row the apply changed is classified by its migrated field: ``left`` (holds
 what the apply wrote), ``before`` (holds the old value again), ``changed``
-(anything else, or gone). Conflicts: a shadow name another row holds now
-(folded), a renamed shadow referenced by state rows written since, a state
-row whose (project_id, category, key) a row that stays holds now.
+(anything else, or gone). Conflicts: a shadow id or name (folded) another
+row holds now, a renamed shadow referenced by state rows written since, a
+state row whose (project_id, category, key) a row that stays holds now or
+another restored row needs too.
 """
 
 from __future__ import annotations
@@ -52,11 +53,9 @@ def expected_revert(b: Tables, a: Tables, n: Tables, skip_changed: bool) -> Reve
     for k, row in bp.items():
         if k not in ap:  # a deleted shadow
             now = np_.get(k)
-            add(
-                "delete",
-                k,
-                "left" if now is None else ("before" if now["name"] == row["name"] else "changed"),
-            )
+            # back with its old name: before; its id taken by another row: a clash
+            clash = "before" if now is not None and now["name"] == row["name"] else "conflict"
+            add("delete", k, "left" if now is None else clash)
         elif ap[k]["name"] != row["name"]:  # renamed into the canonical id
             add("rename", k, _field_state(np_.get(k), "name", ap[k]["name"], row["name"]))
     bs, as_, ns = b.get("project_state", {}), a.get("project_state", {}), n.get("project_state", {})
@@ -111,6 +110,19 @@ def expected_revert(b: Tables, a: Tables, n: Tables, skip_changed: bool) -> Reve
             pid = bs[r["key"]]["project_id"]
             if pid not in np_ and pid not in restored:
                 r["state"] = "changed"
+
+    # UNIQUE (project_id, category, key): two restored rows that want one triple
+    def target(r: dict[str, Any]) -> tuple[Any, ...]:
+        src = ns[r["key"]] if r["kind"] == "moves" else bs[r["key"]]
+        return (bs[r["key"]]["project_id"], src["category"], src["key"])
+
+    wanted: dict[tuple[Any, ...], int] = {}
+    for r in recs:
+        if r["kind"] in ("moves", "archived") and r["state"] == "left":
+            wanted[target(r)] = wanted.get(target(r), 0) + 1
+    for r in recs:
+        if r["kind"] in ("moves", "archived") and r["state"] == "left" and wanted[target(r)] > 1:
+            r["state"] = "conflict"
     # UNIQUE (project_id, category, key) against the rows that stay
     moving = {r["key"] for r in recs if r["kind"] == "moves" and r["state"] == "left"}
     for r in recs:

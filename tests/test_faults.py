@@ -97,7 +97,7 @@ class Demo:
 
     def args(self, db: Path, reports: Path, command: str = "apply") -> list[str]:
         out = [command, "--db", str(db), "--registry", str(self.registry)]
-        out += ["--report-dir", str(reports)]
+        out += ["--report-dir", str(reports), "--column", "conflicts.project"]
         if command == "apply":
             out += ["--resolutions", str(self.resolutions), "--yes"]
         return out

@@ -242,7 +242,9 @@ def test_apply_matches_the_model(sc: Scenario) -> None:
             assert row == model.before["project_state"][sid]
 
         backup = next(reports.glob("backup-*.db"))
-        verified = run_cli("verify", *common, "--backup", backup)
+        # notes.project holds project names the migration does not own: acknowledged
+        ignore = ["--ignore-column", "notes.project"] if sc.extra_table else []
+        verified = run_cli("verify", *common, *ignore, "--backup", backup)
         assert verified.code == 0, verified.stdout + verified.stderr
 
         migrated = content_digest(db)

@@ -368,11 +368,6 @@ def test_a_projects_row_named_like_a_shadow_is_a_conflict(
     assert a.listed()[shadow] == "conflict"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a projects row re-using a deleted shadow's id is classified 'changed', not a"
-    " conflict: with --skip-changed the shadow's state rows are moved under that unrelated row",
-)
 def test_a_projects_row_with_a_deleted_shadows_id_is_a_conflict(make_env: Any) -> None:
     """SPEC §7: 'a projects row with the shadow's name or id exists again' is a
     conflict, refused even with --skip-changed."""
@@ -425,11 +420,6 @@ def test_a_state_row_at_a_moved_rows_shadow_triple_is_a_conflict(make_env: Any) 
     assert a.listed() == {"s3": "conflict"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="conflicts are checked against rows in the database only, not between two rows"
-    " revert itself puts back: the dry run lists nothing, the real run dies on UNIQUE",
-)
 def test_two_restored_state_rows_at_one_triple_are_a_conflict(make_env: Any) -> None:
     """Since the apply, the service deleted s1 (pc05, cfg, a) and moved the fact
     to s3 by editing its key (an unowned column) to a: s3 now goes back to
@@ -545,11 +535,6 @@ def test_an_unknown_project_is_bad_input_listing_the_valid_ids(make_env: Any) ->
     assert file_digest(a.env.db) == sha
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--project accepts only the report's groups (projects with shadow rows); a project"
-    " whose only change was a rekey (m7 'Étalon' -> 'p07-étalon') cannot be reverted alone",
-)
 def test_project_of_a_project_with_only_rekeyed_rows(make_env: Any) -> None:
     a = legacy(make_env)
     result = a.revert("--yes", "--project", "p07-étalon")
@@ -626,9 +611,6 @@ def test_a_committing_report_of_an_apply_that_committed_is_reverted(make_env: An
     assert dump(a.env.db) == dump(a.backup)
 
 
-@pytest.mark.xfail(
-    strict=False, reason="verify --report takes apply reports only: a revert report is exit 2"
-)
 def test_verify_checks_a_revert_report(make_env: Any) -> None:
     a = legacy(make_env)
     assert a.revert("--yes").code == 0

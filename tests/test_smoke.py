@@ -12,7 +12,8 @@ def test_demo_runbook_end_to_end(tmp_path: Path) -> None:
     demo = tmp_path / "demo"
     assert run_cli("demo", demo).code == 0
     db, reg, rep = demo / "atocore.db", demo / "registry.json", tmp_path / "reports"
-    common = ["--db", db, "--registry", reg, "--report-dir", rep]
+    # the demo's conflicts table is project-keyed too: configured, as `make demo` does
+    common = ["--db", db, "--registry", reg, "--report-dir", rep, "--column", "conflicts.project"]
     before = content_digest(db)
     assert run_cli("inspect", *common).code == 0
     planned = run_cli("plan", *common, "--detailed-exitcode")

@@ -39,7 +39,7 @@ class Archive:
     canonical_ids: tuple[str, ...]
 
 
-def load_archive(path: Path, db: Path, projects: tuple[str, ...] = ()) -> Archive:
+def load_archive(path: Path, db: Path) -> Archive:
     """The apply report and its companion; BadInput for anything that cannot be reverted."""
     report = load_report(path, "apply")
     status = report.get("status")
@@ -48,8 +48,12 @@ def load_archive(path: Path, db: Path, projects: tuple[str, ...] = ()) -> Archiv
             f"report {path} records an apply that changed nothing (status {status!r})",
             "pass the report of an apply that applied (`atocore-identity history` lists them)",
         )
-    named = report.get("database")
-    if not isinstance(named, str) or not _same_file(Path(named), db):
+    # reports record the absolute path too: a relative --db names a different
+    # file from another working directory
+    named = report.get("database_absolute") or report.get("database")
+    if not isinstance(report.get("database"), str) or not isinstance(named, str):
+        raise BadInput(f"report {path} is malformed: it names no database")
+    if not _same_file(Path(named), db):
         raise BadInput(
             f"report {path} is from another database ({named}), not {db}",
             "pass the --db the apply ran on",
@@ -66,15 +70,9 @@ def load_archive(path: Path, db: Path, projects: tuple[str, ...] = ()) -> Archiv
             "it was changed or truncated; use the backup instead",
         )
     groups = report.get("groups")
-    if not isinstance(groups, list):
-        raise BadInput(f"report {path} is malformed: no 'groups'")
-    ids = tuple(str(g.get("canonical_id")) for g in groups if isinstance(g, dict))
-    unknown = [p for p in projects if p not in ids]
-    if unknown:
-        raise BadInput(
-            f"--project {', '.join(unknown)}: not a project this apply migrated",
-            f"choose from {', '.join(ids) or 'none'}",
-        )
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise BadInput(f"report {path} is malformed: 'groups' is not a list of objects")
+    ids = tuple(str(g.get("canonical_id")) for g in groups)
     return Archive(path, report, companion, ids)
 
 
@@ -98,6 +96,8 @@ class Loaded:
     counts: dict[str, int] = field(default_factory=dict)
     columns: dict[str, list[str]] = field(default_factory=dict)  # kind -> archived columns
     targets: dict[tuple[str, str, str], None] = field(default_factory=dict)
+    projects: set[str] = field(default_factory=set)  # canonical ids of every record
+    grouped: set[str] = field(default_factory=set)  # canonical ids of projects records
 
 
 def archive_rows(
@@ -106,6 +106,7 @@ def archive_rows(
     """One rv_rec row per record (per id for rekey chunks), counting as it goes."""
 
     def sel(canonical: str) -> int:
+        seen.projects.add(canonical)
         return 1 if selected is None or canonical in selected else 0
 
     def count(kind: str, n: int = 1) -> None:
@@ -115,6 +116,7 @@ def archive_rows(
         if isinstance(rec, ProjectRecord):
             kind = rec.action  # "delete" | "rename"
             count(kind)
+            seen.grouped.add(rec.canonical_id)
             new = None if kind == "delete" else rec.canonical_id
             row = json.dumps(rec.row) if kind == "delete" else None
             if kind == "delete":
@@ -144,10 +146,15 @@ def archive_rows(
                    "superseded", None, None, None, sel(rec.canonical_id))  # fmt: skip
 
 
-def check_counts(archive: Archive, seen: Loaded) -> None:
-    """The archive must hold what its report counted: an edited report or a
-    companion of another apply is refused before anything is classified."""
-    c = archive.report.get("counts") or {}
+def check_counts(archive: Archive, seen: Loaded, projects: tuple[str, ...] = ()) -> None:
+    """The archive must hold what its report counted and name the same projects:
+    an edited report or a companion of another apply is refused before anything
+    is classified. ``projects`` (--project) must be projects the apply changed."""
+    c = archive.report.get("counts")
+    if not isinstance(c, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in c.values()
+    ):
+        raise BadInput(f"report {archive.path} is malformed: 'counts' is not a map of numbers")
     expected = {
         "delete": c.get("shadow_rows_deleted", 0),
         "rename": c.get("shadow_rows_renamed", 0),
@@ -164,3 +171,16 @@ def check_counts(archive: Archive, seen: Loaded) -> None:
                 f" {got} {kind} record(s) in the archive, {want} in the report",
                 "the report or the archive was edited; use the backup instead",
             )
+    if set(archive.canonical_ids) != seen.grouped:
+        raise BadInput(
+            f"the archive {archive.companion} does not match its report {archive.path}:"
+            f" the report's projects ({', '.join(sorted(archive.canonical_ids))}) are not"
+            f" the archive's ({', '.join(sorted(seen.grouped))})",
+            "the report or the archive was edited; use the backup instead",
+        )
+    unknown = [p for p in projects if p not in seen.projects]
+    if unknown:
+        raise BadInput(
+            f"--project {', '.join(unknown)}: not a project this apply changed",
+            f"choose from {', '.join(sorted(seen.projects)) or 'none'}",
+        )

@@ -35,6 +35,7 @@ from atocore_identity.commands import history as history_cmd
 from atocore_identity.commands import inspect as inspect_cmd
 from atocore_identity.commands import plan as plan_cmd
 from atocore_identity.commands import resolve as resolve_cmd
+from atocore_identity.commands import revert as revert_cmd
 from atocore_identity.commands import verify as verify_cmd
 from atocore_identity.commands.base import Inputs
 from atocore_identity.demo import write_demo
@@ -53,6 +54,7 @@ from atocore_identity.options import (
     Common,
     common_options,
     complete_picks,
+    complete_report_projects,
     complete_reports,
     debug_option,
     format_option,
@@ -65,6 +67,7 @@ from atocore_identity.options import (
 from atocore_identity.plan_objects import Collision, Plan
 from atocore_identity.render import FORMATS, Doc, emit
 from atocore_identity.resolutions import KEEP_RULES
+from atocore_identity.reverter import Inverse, RevertRequest
 from atocore_identity.targets import Config, load_config
 
 
@@ -366,6 +369,90 @@ def verify(run: Run, fmt: str, apply_report: Path | None, backup: Path | None) -
     return outcome.exit_code
 
 
+# -- revert -------------------------------------------------------------------
+
+
+def confirm_revert(inverse: Inverse) -> bool:
+    doc = Doc()
+    revert_cmd.summary(doc, inverse)
+    emit(doc, "text", None, out=sys.stderr)
+    click.echo(revert_cmd.confirm_text(inverse), err=True)
+    return click.confirm("Revert now?", default=False, err=True)
+
+
+@cli.command(epilog=EXIT_CODES_HELP, short_help="Undo an apply and keep what was written since.")
+@with_run
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice((*FORMATS, "sql")),
+    default="text",
+    show_default=True,
+    help="How to print the result. text, json, markdown, or sql: the script revert runs.",
+)
+@click.option(
+    "--report",
+    "apply_report",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    metavar="APPLY_REPORT",
+    shell_complete=complete_reports("apply"),
+    help="The report of the apply to undo.",
+)
+@click.option(
+    "--project",
+    "projects",
+    multiple=True,
+    metavar="ID",
+    shell_complete=complete_report_projects,
+    help="Revert only this canonical project's part of the apply (repeatable).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what revert would do; change nothing.")
+@click.option(
+    "--skip-changed", is_flag=True, help="Revert the rest when rows changed since the apply."
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask; required without a terminal.")
+@click.option("--no-backup", is_flag=True, help="Skip the backup (only if you have your own).")
+def revert(
+    run: Run,
+    fmt: str,
+    apply_report: Path,
+    projects: tuple[str, ...],
+    dry_run: bool,
+    skip_changed: bool,
+    yes: bool,
+    no_backup: bool,
+) -> int:
+    """Undo an apply from its report and archive, keeping every row written since."""
+    request = RevertRequest(
+        report=apply_report,
+        report_dir=run.inputs.report_dir,
+        busy_timeout=run.inputs.busy_timeout,
+        projects=projects,
+        skip_changed=skip_changed,
+        backup=not no_backup,
+    )
+    confirm = None
+    if fmt == "sql":
+        dry_run = True
+    if not dry_run and not yes:
+        if not is_terminal():
+            raise Refused("no terminal to confirm on", "pass --yes to revert without a prompt")
+        confirm = confirm_revert
+    if confirm is None:
+        with run.phases.running():
+            outcome = revert_cmd.run(run.inputs, request, confirm, dry_run)
+    else:
+        outcome = revert_cmd.run(run.inputs, request, confirm, dry_run)
+    if outcome.warning:
+        click.echo(f"Warning: {outcome.warning}", err=True)
+    if fmt == "sql":
+        click.echo(revert_cmd.sql_script(outcome.result.inverse, request), nl=False)
+    else:
+        emit(revert_cmd.view(outcome), fmt, outcome.payload)
+    return outcome.exit_code
+
+
 # -- history ------------------------------------------------------------------
 
 
@@ -448,8 +535,7 @@ def run_main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or bool(os.environ.get("ATOCORE_IDENTITY_DEBUG"))
     # SIGINT and SIGTERM alike unwind through every finally: an open write
     # rolls back, temp files go, and an apply records the attempt.
-    signal.signal(signal.SIGINT, _raise_interrupted)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    held = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         rv = cli.main(args=args, prog_name="atocore-identity", standalone_mode=False)
         return rv if isinstance(rv, int) else EXIT_OK
@@ -491,3 +577,6 @@ def run_main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return EXIT_BUG
+    finally:
+        for signum, handler in held.items():  # in-process callers get theirs back
+            signal.signal(signum, handler)

@@ -244,8 +244,19 @@ class CompanionWriter:
     def __init__(self, final: Path) -> None:
         self.final = final
         self.tmp, fd = private_temp(final.parent, ".jsonl.gz")
-        self._raw = os.fdopen(fd, "wb")
-        self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1)
+        # a signal right here must not leave the temp file behind
+        try:
+            self._raw = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            self.tmp.unlink(missing_ok=True)
+            raise
+        try:
+            self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1)
+        except BaseException:
+            self._raw.close()
+            self.tmp.unlink(missing_ok=True)
+            raise
         self._pending: list[str] = []
         self.records = 0
 

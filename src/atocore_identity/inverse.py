@@ -38,10 +38,8 @@ INSERT = (
 INDEX = [
     "CREATE INDEX temp.rv_rec_kind_k ON rv_rec (kind, k)",
     "CREATE INDEX temp.rv_rec_target ON rv_rec (tab, col, k)",
+    "CREATE INDEX temp.rv_rec_triple ON rv_rec (old, cat, ckey)",
 ]
-
-# Kinds whose record means "the apply deleted this row": absent now = left.
-DELETED_KINDS = ("delete", "archived")
 
 
 def classify(
@@ -55,9 +53,11 @@ def classify(
     out = [f"UPDATE temp.rv_rec SET {c} = NULL"]
     if "projects" in present:
         out += [
-            # a deleted projects row: present again with its old name = before
+            # a deleted projects row: back with its old name = before; its id
+            # taken by another row is a clash
             f'UPDATE temp.rv_rec AS r SET {c} = CASE WHEN p."name" IS r.old COLLATE BINARY'
-            " THEN 'before' ELSE 'changed' END"
+            " THEN 'before' ELSE 'conflict' END, why = CASE WHEN p.\"name\" IS r.old"
+            " COLLATE BINARY THEN NULL ELSE 'another projects row now holds this id' END"
             ' FROM main."projects" AS p WHERE r.kind = \'delete\' AND p."id" = r.k',
             f'UPDATE temp.rv_rec AS r SET {c} = CASE WHEN p."name" IS r.new COLLATE BINARY'
             " THEN 'left' WHEN p.\"name\" IS r.old COLLATE BINARY THEN 'before' ELSE 'changed' END"
@@ -116,6 +116,13 @@ CONFLICTS = [
     ' AND NOT EXISTS (SELECT 1 FROM main."projects" AS p WHERE p."id" = r.old)'
     " AND NOT EXISTS (SELECT 1 FROM temp.rv_rec AS d WHERE d.kind = 'delete'"
     " AND d.state = 'left' AND d.sel AND d.k = r.old)",
+    # UNIQUE (project_id, category, key): two restored rows want one triple
+    "UPDATE temp.rv_rec AS r SET state = 'conflict',"
+    " why = 'another restored row needs the same (project_id, category, key)'"
+    " WHERE r.kind IN ('moves', 'archived') AND r.state = 'left' AND r.sel AND EXISTS ("
+    " SELECT 1 FROM temp.rv_rec AS o WHERE o.old = r.old AND o.cat = r.cat"
+    " AND o.ckey = r.ckey AND o.seq <> r.seq AND o.kind IN ('moves', 'archived')"
+    " AND o.state = 'left' AND o.sel)",
     # UNIQUE (project_id, category, key): a row that stays holds the triple
     "UPDATE temp.rv_rec AS r SET state = 'conflict',"
     " why = 'a project_state row now holds its (project_id, category, key)'"

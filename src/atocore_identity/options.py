@@ -644,7 +644,7 @@ class Seconds(click.ParamType[float]):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         if not math.isfinite(seconds) or not 0 <= seconds <= BUSY_TIMEOUT_MAX:
             self.fail(
-                f"{value!r} is out of range: give seconds from 0 to {BUSY_TIMEOUT_MAX:g}",
+                f"{value!r} is out of range: give seconds from 0 to {BUSY_TIMEOUT_MAX:.0f}",
                 param,
                 ctx,
             )

@@ -150,6 +150,7 @@ def envelope(
         "tool_version": __version__,
         "created_at": created.isoformat().replace("+00:00", "Z"),
         "database": str(db) if db else None,
+        "database_absolute": str(db.absolute()) if db else None,
         "registry": {
             "path": str(registry_path) if registry_path else None,
             "sha256": registry_sha256,

@@ -124,7 +124,7 @@ def build_inverse(
     conn.executemany(
         inverse.INSERT, archive_rows(archive, set(projects) if projects else None, seen)
     )
-    check_counts(archive, seen)
+    check_counts(archive, seen, projects)
     for sql in inverse.INDEX:
         conn.execute(sql)
     progress("classifying every row the apply changed")
@@ -262,7 +262,7 @@ def dry_run(
     db: Path, registry: Registry, request: RevertRequest, progress: Progress = quiet
 ) -> RevertResult:
     """Classify on a read-only connection; change nothing, write nothing."""
-    archive = load_archive(request.report, db, request.projects)
+    archive = load_archive(request.report, db)
     with read_only(db, request.busy_timeout) as conn:
         inv = build_inverse(conn, archive, registry, request.projects, progress)
     return RevertResult(inv, "dry-run")
@@ -278,7 +278,7 @@ def run_revert(
     progress: Progress = quiet,
 ) -> RevertResult:
     """Revert in one transaction. Raises Refused with the database untouched."""
-    archive = load_archive(request.report, db, request.projects)
+    archive = load_archive(request.report, db)
     ensure_report_dir(request.report_dir)
     with write_connection(db, request.busy_timeout) as conn:
         confirmed: str | None = None

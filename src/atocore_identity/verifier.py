@@ -32,6 +32,7 @@ from atocore_identity.errors import BadInput
 from atocore_identity.plan_objects import Discovery
 from atocore_identity.registry import Registry
 from atocore_identity.reports import companion_of, load_report
+from atocore_identity.reverter import check_revert_report
 from atocore_identity.survey import survey
 from atocore_identity.targets import MissingTarget, Target
 
@@ -105,7 +106,11 @@ def run_verify(
     if report_path is None and backup is not None and report_dir is not None:
         report_path = find_apply_report(report_dir, backup)
     companion: Path | None = None
-    if report_path is not None:
+    if report_path is not None and load_report(report_path).get("kind") == "revert":
+        # a revert's report: its reverted rows hold their pre-apply values
+        result.apply_report = report_path
+        result.checks += check_revert_report(conn, report_path, load_report(report_path))
+    elif report_path is not None:
         result.apply_report = report_path
         report = load_apply_report(report_path)
         result.checks.append(
@@ -252,10 +257,10 @@ def _attach_backup(conn: sqlite3.Connection, backup: Path) -> None:
     if not backup.is_file():
         raise BadInput(f"backup {backup} does not exist", "pass the backup apply wrote")
     try:
-        conn.execute(
-            f"ATTACH DATABASE {quote_literal('file:' + quote(str(backup.absolute())) + '?mode=ro')}"
-            " AS ident_bk"
-        )
+        # immutable: a backup of a WAL database is WAL too, and even a mode=ro
+        # reader would leave -wal and -shm files beside it in the report dir
+        uri = "file:" + quote(str(backup.absolute())) + "?mode=ro&immutable=1"
+        conn.execute(f"ATTACH DATABASE {quote_literal(uri)} AS ident_bk")
         (has_projects,) = conn.execute(
             "SELECT COUNT(*) FROM ident_bk.sqlite_master WHERE type = 'table' AND name = 'projects'"
         ).fetchone()
