@@ -621,11 +621,6 @@ def test_verify_checks_a_revert_report(make_env: Any) -> None:
     assert checks and all(c["ok"] for c in checks), result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rows of a rowid-keyed column are matched by rowid alone: a row written since"
-    " that re-uses a deleted rekeyed row's rowid is 'as the apply left it' and is rewritten",
-)
 def test_a_row_written_since_in_a_rowid_table_is_never_touched(make_env: Any) -> None:
     """``notes`` has no id column: its rows are keyed by rowid. The rekeyed
     row (rowid 2, the largest) is deleted since, and SQLite gives the next

@@ -46,6 +46,9 @@ def _split_env(help_text: str) -> tuple[str, str]:
 
 def _default(param: click.Parameter, ctx: click.Context) -> str:
     if isinstance(param, click.Option) and param.is_flag:
+        if param.secondary_opts:  # --x/--no-x: say which one is the default
+            on = param.get_default(ctx, call=False) is True
+            return _code(param.opts[0] if on else param.secondary_opts[0])
         return "off"
     value: Any = param.get_default(ctx, call=False)
     # Click 8.3+ marks "no default" with a sentinel object rather than None

@@ -137,9 +137,12 @@ def archive_rows(
         elif isinstance(rec, RekeyRecord):
             count("rekey", len(rec.ids))
             seen.targets[(rec.table, rec.column, rec.key)] = None
-            for key, old in zip(rec.ids, rec.old, strict=True):
+            fulls: list[str | None] = (
+                [json.dumps(r) for r in rec.rows] if rec.rows is not None else [None] * len(rec.ids)
+            )
+            for key, old, full in zip(rec.ids, rec.old, fulls, strict=True):
                 yield ("rekey", rec.to, rec.table, rec.column, rec.key, key, old, rec.to,
-                       None, None, None, sel(rec.to))  # fmt: skip
+                       None, None, full, sel(rec.to))  # fmt: skip
         elif isinstance(rec, SupersedeRecord):
             count("supersede")
             yield ("supersede", rec.canonical_id, "memories", "status", "id", rec.id, "active",

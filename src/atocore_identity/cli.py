@@ -221,6 +221,8 @@ def plan(
         outcome = plan_cmd.run(run.inputs, resolutions, out, detailed_exitcode)
     if fmt == "sql":
         click.echo(outcome.script, nl=False)
+        for warning in outcome.plan.warnings:  # the script has no room for them
+            click.echo(f"Warning: {warning}", err=True)
     else:
         emit(plan_cmd.view(outcome), fmt, outcome.payload)
     if not run.quiet and fmt != "text":

@@ -73,6 +73,7 @@ class RekeyRecord:
     to: str
     ids: list[Any]
     old: list[Any]  # the exact spellings before the apply, one per id
+    rows: list[dict[str, Any]] | None = None  # full rows, for tables keyed by rowid
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ def _encode(rec: Record) -> dict[str, Any]:
             "to": rec.to,
             "ids": rec.ids,
             "from": rec.old,
+            **({"rows": rec.rows} if rec.rows is not None else {}),
         }
     if isinstance(rec, RevertRecord):
         return {
@@ -209,8 +211,15 @@ def _decode(doc: Any) -> Record:
         key = _text(doc, "key")
         if key not in ("id", "rowid"):
             raise MalformedRecord(f"rekey record has unknown key column {key!r}")
+        rows = doc.get("rows")
+        if rows is not None and (
+            not isinstance(rows, list)
+            or len(rows) != len(ids)
+            or not all(isinstance(r, dict) for r in rows)
+        ):
+            raise MalformedRecord("rekey record's 'rows' must be one object per id")
         return RekeyRecord(
-            _text(doc, "table"), _text(doc, "column"), key, _text(doc, "to"), ids, old
+            _text(doc, "table"), _text(doc, "column"), key, _text(doc, "to"), ids, old, rows
         )
     if kind == "supersede":
         return SupersedeRecord(
@@ -331,9 +340,9 @@ def write_plan_records(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path
             for rec in iter_state_rows(conn, kept_by_renamed=True):
                 comp.write(StateRecord(**rec))
         for target in plan.survey.targets:
-            for canonical, ids, olds in iter_rekeyed(conn, target):
+            for canonical, ids, olds, rows in iter_rekeyed(conn, target):
                 comp.write(
-                    RekeyRecord(target.table, target.column, target.key, canonical, ids, olds)
+                    RekeyRecord(target.table, target.column, target.key, canonical, ids, olds, rows)
                 )
         for mid, keeper, canonical in iter_superseded(conn):
             comp.write(SupersedeRecord("memories", mid, keeper, canonical))

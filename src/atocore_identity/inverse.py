@@ -42,8 +42,21 @@ INDEX = [
 ]
 
 
+def _same_row(others: list[str]) -> str:
+    """The row's other columns equal its archived copy (rowid-keyed rows only:
+    a rowid re-used by a row written since is not the row the apply changed)."""
+    same = " AND ".join(
+        f"t.{quote_ident(c)} IS json_extract(r.row_json, {quote_literal('$.' + quote_ident(c))})"
+        for c in others
+    )
+    return f"(r.row_json IS NULL OR ({same or '1'}))"
+
+
 def classify(
-    column: str, rekey_targets: list[tuple[str, str, str]], present: set[str]
+    column: str,
+    rekey_targets: list[tuple[str, str, str]],
+    present: set[str],
+    others: dict[tuple[str, str, str], list[str]] | None = None,
 ) -> list[str]:
     """Statements that set ``column`` (``state`` before the writes, ``after``
     once they ran) of every record from the database as it is now.
@@ -83,8 +96,11 @@ def classify(
         if table.lower() not in present:
             continue
         t, k = quote_ident(table), "rowid" if keycol == "rowid" else quote_ident(keycol)
+        same = "1"
+        if keycol == "rowid":
+            same = _same_row((others or {}).get((table, col, keycol), []))
         out.append(
-            f"UPDATE temp.rv_rec AS r SET {c} = CASE"
+            f"UPDATE temp.rv_rec AS r SET {c} = CASE WHEN NOT {same} THEN 'changed'"
             f" WHEN t.{quote_ident(col)} IS r.new COLLATE BINARY THEN 'left'"
             f" WHEN t.{quote_ident(col)} IS r.old COLLATE BINARY THEN 'before' ELSE 'changed' END"
             f" FROM main.{t} AS t WHERE r.kind = 'rekey' AND r.tab = {quote_literal(table)}"

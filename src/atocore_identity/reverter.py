@@ -138,7 +138,13 @@ def build_inverse(
         if t[0].lower() in present
         and t[1].lower() in {c.lower() for c in table_columns(conn, t[0])}
     ]
-    classify = inverse.classify("state", targets, present)
+    # rowid-keyed rows are matched on every other column too
+    others = {
+        t: [c for c in table_columns(conn, t[0]) if c.lower() != t[1].lower()]
+        for t in targets
+        if t[2] == "rowid"
+    }
+    classify = inverse.classify("state", targets, present, others)
     for sql in classify:
         conn.execute(sql)
     _name_conflicts(conn)
@@ -165,7 +171,7 @@ def build_inverse(
         listed=listed,
         statements=statements,
         writes=writes,
-        recheck=inverse.classify("after", targets, present),
+        recheck=inverse.classify("after", targets, present, others),
         digest=_digest(conn),
         restored=restored,
         aliases=_still_mapped(conn, registry),

@@ -309,23 +309,32 @@ def iter_state_rows(
 
 def iter_rekeyed(
     conn: sqlite3.Connection, target: Target
-) -> Iterator[tuple[str, list[Any], list[str]]]:
-    """(canonical id, [row keys], [their old values]) in chunks of at most CHUNK rows."""
+) -> Iterator[tuple[str, list[Any], list[str], list[dict[str, Any]] | None]]:
+    """(canonical id, [row keys], [their old values], [full rows] or None) in chunks
+    of at most CHUNK rows. The full rows come only for tables keyed by rowid: a
+    rowid can be re-used by a row written later, so revert compares the rest."""
+    rowid = target.key == "rowid"
+    full = f" JOIN main.{quote_ident(target.table)} AS t ON t.rowid = r.k" if rowid else ""
     cur = conn.execute(
-        f"SELECT canonical, k, raw FROM temp.{rekey_table(target)} ORDER BY canonical, rowid"
+        f"SELECT r.canonical, r.k, r.raw{', t.*' if rowid else ''}"
+        f" FROM temp.{rekey_table(target)} AS r{full} ORDER BY r.canonical, r.rowid"
     )
+    names = [c[0] for c in cur.description][3:]
     current: str | None = None
     keys: list[Any] = []
     olds: list[str] = []
-    for canonical, key, raw in _stream(cur):
+    rows: list[dict[str, Any]] = []
+    for canonical, key, raw, *rest in _stream(cur):
         if canonical != current or len(keys) >= CHUNK:
             if current is not None and keys:
-                yield current, keys, olds
-            current, keys, olds = canonical, [], []
+                yield current, keys, olds, rows if rowid else None
+            current, keys, olds, rows = canonical, [], [], []
         keys.append(key)
         olds.append(raw)
+        if rowid:
+            rows.append(dict(zip(names, rest, strict=True)))
     if current is not None and keys:
-        yield current, keys, olds
+        yield current, keys, olds, rows if rowid else None
 
 
 def iter_superseded(conn: sqlite3.Connection) -> Iterator[tuple[str, str, str]]:
