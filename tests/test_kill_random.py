@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -427,7 +428,9 @@ def wall_moments(case: Case, rng: random.Random) -> list[float]:
     return out
 
 
-def test_sigkill_at_random_moments_never_leaves_a_mix_or_a_bad_backup(case: Case) -> None:
+def test_sigkill_at_random_moments_never_leaves_a_mix_or_a_bad_backup(
+    case: Case, reliability: Any
+) -> None:
     assert case.clean is not None
     rng = random.Random(f"{SEED}-{case.mode}")
     moments: list[tuple[str, float]] = [("wall", m) for m in wall_moments(case, rng)]
@@ -449,6 +452,10 @@ def test_sigkill_at_random_moments_never_leaves_a_mix_or_a_bad_backup(case: Case
     )
     print(summary)
     print("\n".join(tally.lines))
+    reliability(
+        f"SIGKILL at {len(moments)} random moments ({case.mode} journal)",
+        f"{dict(tally.outcomes)}; problems: {len(tally.problems)}",
+    )
     assert not tally.problems, summary + "\n" + "\n".join(tally.problems)
     assert tally.outcomes["killed before COMMIT"] >= 1, summary
     assert tally.outcomes["killed after COMMIT"] >= 1, summary

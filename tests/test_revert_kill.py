@@ -41,6 +41,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -395,7 +396,7 @@ def wall_moments(case: Case, rng: random.Random) -> list[float]:
     return out
 
 
-def test_sigkill_during_revert_never_leaves_a_mix(case: Case) -> None:
+def test_sigkill_during_revert_never_leaves_a_mix(case: Case, reliability: Any) -> None:
     assert case.clean is not None
     rng = random.Random(f"{SEED}-{case.mode}")
     moments: list[tuple[str, float]] = [("wall", m) for m in wall_moments(case, rng)]
@@ -415,6 +416,10 @@ def test_sigkill_during_revert_never_leaves_a_mix(case: Case) -> None:
     )
     print(summary)
     print("\n".join(tally.lines))
+    reliability(
+        f"SIGKILL at {len(moments)} random moments ({case.mode} journal)",
+        f"{dict(tally.outcomes)}; problems: {len(tally.problems)}",
+    )
     assert not tally.problems, summary + "\n" + "\n".join(tally.problems)
     before = sum(n for k, n in tally.outcomes.items() if k.endswith("killed before COMMIT"))
     assert before >= 1, summary
