@@ -20,7 +20,7 @@ import click
 import pytest
 
 from atocore_identity.cli import cli
-from atocore_identity.options import (
+from atocore_identity.completion import (
     BashCompletion,
     complete_report_projects,
     complete_reports,
@@ -372,7 +372,7 @@ def test_report_completion_skips_what_is_not_a_report(
 def test_a_report_too_big_to_read_at_tab_is_judged_by_its_name(
     runbook: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from atocore_identity import options
+    from atocore_identity import completion as options
 
     for name in ("apply-1.json", "refused-apply-2.json", "plan-3.json"):
         shutil.copy(runbook["applied"], tmp_path / name)

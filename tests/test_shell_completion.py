@@ -29,7 +29,7 @@ import click
 import pytest
 
 from atocore_identity.cli import cli
-from atocore_identity.options import first_sentence
+from atocore_identity.completion import first_sentence
 
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "atocore-identity"

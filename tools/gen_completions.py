@@ -4,7 +4,7 @@ The scripts are the tool's own ``_ATOCORE_IDENTITY_COMPLETE={bash,zsh,fish}_sour
 output, produced in-process from ``atocore_identity.cli.cli`` with a fixed
 program name and completion variable, so the result depends neither on PATH
 nor on how the tool was installed. They are Click's scripts with the fixes of
-``atocore_identity.options`` (``BashCompletion``: values with ``=`` or ``:``
+``atocore_identity.completion`` (``BashCompletion``: values with ``=`` or ``:``
 such as ``--pick CATEGORY/KEY=ROW_ID``; ``FishCompletion``: descriptions past
 a comma), registered under Click's shell names. Each script asks the installed
 ``atocore-identity`` for the actual completions at <TAB> time, which is where
@@ -22,7 +22,7 @@ from pathlib import Path
 from click.shell_completion import ShellComplete
 
 from atocore_identity.cli import cli
-from atocore_identity.options import BashCompletion, FishCompletion, ZshCompletion
+from atocore_identity.completion import BashCompletion, FishCompletion, ZshCompletion
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "completions"

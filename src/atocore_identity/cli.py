@@ -38,6 +38,7 @@ from atocore_identity.commands import resolve as resolve_cmd
 from atocore_identity.commands import revert as revert_cmd
 from atocore_identity.commands import verify as verify_cmd
 from atocore_identity.commands.base import Inputs
+from atocore_identity.completion import complete_picks, complete_report_projects, complete_reports
 from atocore_identity.demo import write_demo
 from atocore_identity.errors import (
     EXIT_BAD_INPUT,
@@ -53,17 +54,12 @@ from atocore_identity.options import (
     EXIT_CODES_HELP,
     Common,
     common_options,
-    complete_picks,
-    complete_report_projects,
-    complete_reports,
     debug_option,
     format_option,
     report_dir_option,
     resolutions_option,
-    resolve_db,
-    resolve_registry,
-    resolve_report_dir,
 )
+from atocore_identity.paths import resolve_db, resolve_registry, resolve_report_dir
 from atocore_identity.plan_objects import Collision, Plan
 from atocore_identity.render import FORMATS, Doc, emit
 from atocore_identity.resolutions import KEEP_RULES
