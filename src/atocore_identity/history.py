@@ -1,18 +1,15 @@
-"""history: what the report dir says ran, and what in it needs attention (SPEC §7).
-
-Reads one directory, never writes to it (``prune`` is the only exception,
-and removes only provably orphaned debris). Every file is classified by its
-name first and its content second:
+"""history: what the report dir says ran (SPEC §7): reading the directory,
+classifying its files, and the model (``Run``, ``DirFile``, ``Flag``,
+``History``) that ``attention`` (what needs attention) and ``prune`` (removing
+debris) work on. Reads one directory, never writes to it. Every file is
+classified by its name first and its content second:
 
 - reports: JSON objects with ``report_version`` and ``kind``; version 1 is
   read (generically: any kind, so kinds added later are listed too), other
   versions are listed, not read; anything else is ignored;
-- backups (``backup-*.db``): checked by their SQLite header and size, and by
-  ``PRAGMA quick_check`` on an immutable read-only connection within a
-  budget of bytes (``QUICK_CHECK_BUDGET``, newest first; ``deep`` lifts it);
-- companions (``*.rows.jsonl.gz``): decompressed to the end, streaming, so a
-  truncated or damaged gzip is found, and compared with the report's
-  ``companion_sha256`` when it has one;
+- backups (``backup-*.db``) and companions (``*.rows.jsonl.gz``): checked by
+  ``artifacts`` (backups newest first, within ``QUICK_CHECK_BUDGET`` bytes of
+  ``quick_check``; ``deep`` lifts it);
 - debris: ``.tmp-*`` (and ``.probe-*``) files half-written by a run that
   died, backups and companions no report names, SQLite side files beside a
   backup.
@@ -24,20 +21,16 @@ writes carries a UTC time to the microsecond.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import os
-import sqlite3
 import stat
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from atocore_identity.artifacts import SIDE_SUFFIXES, FileState, check_backup, check_companion
 from atocore_identity.errors import BadInput
 from atocore_identity.reports import REPORT_VERSION
 
@@ -49,8 +42,6 @@ MAX_REPORT_BYTES = 64 << 20
 # prune removes temp files and orphan companions untouched for this long.
 PRUNE_AGE_MINUTES = 60
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-SIDE_SUFFIXES = ("-journal", "-wal", "-shm")
 COMPANION_SUFFIX = ".rows.jsonl.gz"
 TEMP_PREFIXES = (".tmp-", ".probe-")
 # report fields that name another file of the report dir
@@ -83,18 +74,6 @@ HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 HEADLINES["apply"] = HEADLINES["plan"][:-1]
 ALWAYS_SHOWN = {"checks", "failed", "undecided"}
-
-
-@dataclass
-class FileState:
-    """A file a report names, or debris: is it there, and is it whole?"""
-
-    name: str
-    exists: bool
-    condition: str  # "ok" | "missing" | "unreadable" | "unchecked"
-    detail: str
-    bytes: int | None = None
-    quick_check: str | None = None  # "ok" | "failed" | "skipped" | None (not a backup)
 
 
 @dataclass
@@ -259,7 +238,7 @@ def _when(value: Any, fallback: float) -> tuple[datetime, str]:
     return moment, _iso(moment)
 
 
-def _text(value: Any) -> str | None:
+def text_of(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
@@ -344,139 +323,15 @@ def _read_run(entry: _Entry, doc: dict[str, Any]) -> Run:
         True,
         created,
         status=run_status(doc),
-        database=_text(doc.get("database")),
-        registry_path=_text(registry.get("path")),
-        registry_sha256=_text(registry.get("sha256")),
-        fingerprint=_text(doc.get("fingerprint")),
+        database=text_of(doc.get("database")),
+        registry_path=text_of(registry.get("path")),
+        registry_sha256=text_of(registry.get("sha256")),
+        fingerprint=text_of(doc.get("fingerprint")),
         counts=counts,
         headline=headline(kind, counts),
         doc=doc,
         moment=moment,
     )
-
-
-# -- checking backups and companions -------------------------------------------------------
-
-
-def _ro_immutable_uri(path: Path) -> str:
-    # immutable: a backup of a WAL database is flagged WAL, and even a mode=ro
-    # connection to it would create -wal and -shm files beside it.
-    return f"file:{quote(str(path.absolute()))}?mode=ro&immutable=1"
-
-
-def check_backup(
-    path: Path, expected_bytes: int | None, budget: list[int], deep: bool
-) -> FileState:
-    """Header and size always; ``quick_check`` while ``budget`` (bytes) lasts."""
-    name = path.name
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return FileState(name, False, "missing", "no such file")
-    except OSError as exc:
-        return FileState(name, False, "unreadable", f"cannot stat: {exc.strerror}")
-    size = st.st_size
-    if not stat.S_ISREG(st.st_mode):
-        return FileState(name, True, "unreadable", "not a regular file", size)
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(100)
-    except OSError as exc:
-        return FileState(name, True, "unreadable", f"cannot read: {exc.strerror}", size)
-    if not header.startswith(SQLITE_HEADER) or len(header) < 100:
-        return FileState(name, True, "unreadable", "not an SQLite database (no header)", size)
-    if expected_bytes is not None and size != expected_bytes:
-        return FileState(
-            name,
-            True,
-            "unreadable",
-            f"{size} bytes, its report says {expected_bytes}: truncated or replaced",
-            size,
-        )
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    valid_for = int.from_bytes(header[92:96], "big")
-    changes = int.from_bytes(header[24:28], "big")
-    if pages and valid_for == changes and size < pages * page_size:
-        return FileState(
-            name,
-            True,
-            "unreadable",
-            f"{size} bytes, its header says {pages} pages of {page_size}: truncated",
-            size,
-        )
-    sides = [s for s in SIDE_SUFFIXES if Path(f"{path}{s}").exists()]
-    if sides:
-        detail = (
-            f"SQLite header ok; {', '.join(name + s for s in sides)} beside it: opened"
-            " read-write since, not checked further"
-        )
-        return FileState(name, True, "unchecked", detail, size, "skipped")
-    if not deep and size > budget[0]:
-        detail = (
-            f"SQLite header and size ok; quick_check skipped ({size >> 20} MiB is over"
-            f" history's remaining {budget[0] >> 20} MiB budget: --deep runs it)"
-        )
-        return FileState(name, True, "ok", detail, size, "skipped")
-    budget[0] = max(0, budget[0] - size)
-    try:
-        conn = sqlite3.connect(_ro_immutable_uri(path), uri=True)
-        try:
-            found = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)")]
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return FileState(name, True, "unreadable", f"quick_check cannot run: {exc}", size, "failed")
-    if found != ["ok"]:
-        detail = "quick_check: " + "; ".join(found)
-        return FileState(name, True, "unreadable", detail, size, "failed")
-    return FileState(name, True, "ok", "SQLite header, size and quick_check ok", size, "ok")
-
-
-def check_companion(path: Path, expected_sha256: str | None) -> FileState:
-    """Decompress to the end (streaming): a truncated or damaged gzip fails."""
-    name = path.name
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return FileState(name, False, "missing", "no such file")
-    except OSError as exc:
-        return FileState(name, False, "unreadable", f"cannot stat: {exc.strerror}")
-    if not stat.S_ISREG(st.st_mode):
-        return FileState(name, True, "unreadable", "not a regular file", st.st_size)
-    digest = hashlib.sha256()
-    lines = 0
-    try:
-        with open(path, "rb") as raw:
-            hashing = _Hashing(raw, digest)
-            with gzip.GzipFile(fileobj=hashing, mode="rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    lines += chunk.count(b"\n")
-    except (OSError, EOFError, zlib.error) as exc:
-        return FileState(name, True, "unreadable", f"not a complete gzip: {exc}", st.st_size)
-    if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
-        return FileState(
-            name, True, "unreadable", "its sha256 differs from the report's", st.st_size
-        )
-    return FileState(name, True, "ok", f"complete gzip, {lines} lines", st.st_size)
-
-
-class _Hashing:
-    """A read-only file wrapper that hashes what is read through it."""
-
-    def __init__(self, raw: Any, digest: Any) -> None:
-        self.raw = raw
-        self.digest = digest
-
-    def read(self, size: int = -1) -> bytes:
-        data: bytes = self.raw.read(size)
-        self.digest.update(data)
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:  # only a rewind calls it
-        position: int = self.raw.seek(offset, whence)
-        return position
 
 
 # -- the whole picture -------------------------------------------------------------------
@@ -544,7 +399,8 @@ def read_history(
     older_than: int = PRUNE_AGE_MINUTES,
     now: datetime | None = None,
 ) -> History:
-    """Read the report dir; change nothing."""
+    """Read the report dir; change nothing. ``flags`` is left empty:
+    ``attention.flags`` says what needs attention."""
     scanned = now or datetime.now(UTC)
     entries = _list_dir(report_dir)
     by_entry = {e.name: e for e in entries}
@@ -582,7 +438,7 @@ def read_history(
             base = Path(companion).name
             if base not in checked:
                 checked[base] = check_companion(
-                    report_dir / base, _text(run.doc.get("companion_sha256"))
+                    report_dir / base, text_of(run.doc.get("companion_sha256"))
                 )
             run.companion = checked[base]
 
@@ -617,9 +473,7 @@ def read_history(
                 entry.st.st_ino,
             )
         )
-    history = History(report_dir, scanned, runs, files, [], ignored, deep, older_than)
-    history.flags = _flags(history)
-    return history
+    return History(report_dir, scanned, runs, files, [], ignored, deep, older_than)
 
 
 def _second_name(entry: _Entry, entries: list[_Entry]) -> str | None:
@@ -630,278 +484,3 @@ def _second_name(entry: _Entry, entries: list[_Entry]) -> str | None:
         if other.name != entry.name and other.st.st_ino == entry.st.st_ino:
             return f"a second name of {other.name} (removing it removes only this name)"
     return None
-
-
-# -- what needs attention ----------------------------------------------------------------
-
-
-def _flags(h: History) -> list[Flag]:
-    flags: list[Flag] = []
-    add = flags.append
-    for run in h.runs:
-        if not run.readable:
-            continue
-        if run.status == "committing":
-            checked_by = [
-                f"{r} ({by.status})"
-                for r in run.referenced_by
-                for by in h.runs
-                if by.file == r and by.kind == "verify"
-            ]
-            since = f"; checked since by {', '.join(checked_by)}" if checked_by else ""
-            if run.kind == "apply":
-                action = (
-                    f"run `atocore-identity verify --report {h.report_dir / run.file}` to learn"
-                    " which way it went (all checks pass: it committed)"
-                )
-            elif run.kind == "revert" and isinstance(run.doc.get("apply_report"), str):
-                action = (
-                    f"run `atocore-identity revert --report {run.doc['apply_report']} --dry-run`"
-                    " to learn which way it went (nothing left to revert: it committed)"
-                )
-            else:
-                action = "check the database to learn whether the COMMIT happened"
-            add(
-                Flag(
-                    "committing",
-                    "error",
-                    run.file,
-                    f"{run.kind} left 'committing': the process died at COMMIT{since}",
-                    action,
-                )
-            )
-        if run.status == "refused":
-            error = _text(run.doc.get("error")) or "no reason given"
-            error = error.removeprefix(f"{run.kind} refused: ")
-            hint = _text(run.doc.get("hint"))
-            add(
-                Flag(
-                    "refused",
-                    "notice",
-                    run.file,
-                    f"{run.kind} refused ({error}); nothing was changed",
-                    hint or "read its error; nothing to undo",
-                )
-            )
-        elif run.status == "interrupted":
-            add(
-                Flag(
-                    "interrupted",
-                    "notice",
-                    run.file,
-                    f"{run.kind} interrupted by a signal before COMMIT; it rolled back,"
-                    " nothing was changed",
-                    "run it again when ready",
-                )
-            )
-        elif run.status == "rolled-back":
-            error = _text(run.doc.get("error")) or "a postcondition failed"
-            add(
-                Flag(
-                    "rolled-back",
-                    "warning",
-                    run.file,
-                    f"{run.kind} rolled back ({error}); nothing was changed",
-                    "a bug in atocore-identity: keep the report dir and report it",
-                )
-            )
-        if run.kind == "verify" and run.status == "failed" and not _passed_since(h.runs, run):
-            add(
-                Flag(
-                    "verify-failed",
-                    "error",
-                    run.file,
-                    f"verify found {run.counts.get('failed', '?')} failing checks",
-                    f"read them (`jq .checks {h.report_dir / run.file}`); see docs/runbook.md"
-                    " step 6",
-                )
-            )
-        applied = run.status in ("applied", "reverted", "committing")  # it changed the data
-        for role, state in (("backup", run.backup), ("companion", run.companion)):
-            if state is None or state.condition in ("ok", "unchecked"):
-                continue
-            add(_file_flag(run, role, state, applied))
-        for ref in run.refers_to:
-            if ref.field == "apply_report" and ref.file is None:
-                add(
-                    Flag(
-                        "reference-missing",
-                        "warning",
-                        run.file,
-                        f"its apply_report {ref.path} is not in the report dir",
-                        "move it back beside the other reports, or find where it went",
-                    )
-                )
-    for f in h.files:
-        debris = _debris_flag(f, h.older_than)
-        if debris is not None:
-            add(debris)
-    return flags
-
-
-def _passed_since(runs: list[Run], failed: Run) -> bool:
-    """A newer verify of the same database passed."""
-    return any(
-        r.kind == "verify"
-        and r.status == "ok"
-        and r.database == failed.database
-        and r.moment > failed.moment
-        for r in runs
-    )
-
-
-def _file_flag(run: Run, role: str, state: FileState, applied: bool) -> Flag:
-    what = "archive" if (role == "companion" and run.kind == "apply") else role
-    message = f"{what} {state.name} named by this {run.kind} is {state.condition}: {state.detail}"
-    if role == "backup":
-        first = (
-            "find where it went (moved or deleted?)"
-            if state.condition == "missing"
-            else "do not restore from it"
-        )
-        action = (
-            f"{first}; until then, the data from before {run.created_at} is only in your own"
-            " backups" + ("; `revert --report` undoes the apply without it" if applied else "")
-        )
-    elif what == "archive":
-        action = (
-            "restore it from your copies of the report dir: it is the only record of the rows"
-            " the apply deleted, and `verify --report` and `revert` need it"
-        )
-    else:
-        action = "only the row detail is lost; run the command again if you need it"
-    severity = "error" if (applied or role == "backup") else "warning"
-    return Flag(f"{role}-{state.condition}", severity, run.file, message, action)
-
-
-PRUNE_IT = "`atocore-identity history --prune --yes` removes it"
-
-
-def _debris_flag(f: DirFile, older_than: int) -> Flag | None:
-    age = f"{f.age_minutes:.0f} min old"
-    young = f.age_minutes < older_than
-    if f.role == "temp":
-        second = f"; {f.note}" if f.note else ""
-        if young:
-            message = f"temporary file ({age}): a run in progress is probably writing it{second}"
-            action = f"leave it; if no run is going on, prune removes it after {older_than} min"
-            return Flag("temp-file", "notice", f.name, message, action)
-        message = f"half-written temporary file of a run that died ({age}){second}"
-        return Flag("temp-file", "warning", f.name, message, PRUNE_IT)
-    if f.role == "orphan-backup":
-        cond = f" ({f.state.condition}: {f.state.detail})" if f.state else ""
-        message = (
-            "a backup no report names: an apply stopped after its backup and before a report"
-            f" named it (so it never committed), or its report was moved away{cond}"
-        )
-        action = (
-            "keep it until you know it is not needed, then delete it by hand;"
-            " prune never removes a backup"
-        )
-        return Flag("orphan-backup", "warning", f.name, message, action)
-    if f.role == "orphan-companion":
-        message = (
-            f"a companion no report names ({age}): its run stopped before writing a report"
-            " that names it (an apply writes its report before COMMIT, so it never committed)"
-        )
-        action = (
-            f"{PRUNE_IT} once it is {older_than} min old; if you moved its report away,"
-            " move this file with it instead"
-        )
-        return Flag("orphan-companion", "notice" if young else "warning", f.name, message, action)
-    if f.role == "side-file":
-        return Flag(
-            "backup-side-file",
-            "warning",
-            f.name,
-            f"SQLite side file of {side_file_of(f.name)}: the backup was opened read-write"
-            " since, and this file may hold part of its content",
-            "never delete it alone: keep or move it together with its backup; prune leaves it",
-        )
-    return None  # backups and companions a report names are flagged with that report
-
-
-# -- prune ------------------------------------------------------------------------------
-
-
-@dataclass
-class PruneItem:
-    file: str
-    reason: str
-    action: str  # "remove" | "removed" | "failed" | "keep"
-    detail: str | None = None
-
-
-def prune_plan(h: History) -> list[PruneItem]:
-    """What prune removes (``remove``) and the debris it keeps (``keep``), with why."""
-    items: list[PruneItem] = []
-    older_than_minutes = h.older_than
-    for f in h.files:
-        young = f.age_minutes < older_than_minutes
-        if f.role == "temp" and young:
-            reason = (
-                f"temporary file younger than {older_than_minutes} min: a run may be writing it"
-            )
-            items.append(PruneItem(f.name, reason, "keep"))
-        elif f.role == "temp":
-            items.append(
-                PruneItem(f.name, "half-written temporary file of a run that died", "remove")
-            )
-        elif f.role == "orphan-companion" and young:
-            reason = (
-                f"orphan companion younger than {older_than_minutes} min: its run may still be"
-                " writing its report"
-            )
-            items.append(PruneItem(f.name, reason, "keep"))
-        elif f.role == "orphan-companion":
-            items.append(PruneItem(f.name, "companion no report names", "remove"))
-        elif f.role == "orphan-backup":
-            reason = (
-                "backup no report names: prune never removes a backup;"
-                " delete it by hand once verified"
-            )
-            items.append(PruneItem(f.name, reason, "keep"))
-        elif f.role == "side-file":
-            reason = "SQLite side file of a backup: may hold part of it; prune never removes it"
-            items.append(PruneItem(f.name, reason, "keep"))
-    return items
-
-
-def _still_debris(path: Path, known: DirFile, names: dict[str, list[str]], older_than: int) -> bool:
-    """The last look before removing: the same file, still old, still named by no report,
-    and by its name neither a backup nor a backup's side file."""
-    if is_backup(known.name) or side_file_of(known.name) or known.name in names:
-        return False
-    if known.role not in ("temp", "orphan-companion"):
-        return False
-    try:
-        st = path.lstat()
-    except OSError:
-        return False
-    if stat.S_ISDIR(st.st_mode) or st.st_ino != known.inode or st.st_size != known.bytes:
-        return False
-    return (datetime.now(UTC).timestamp() - st.st_mtime) / 60 >= older_than
-
-
-def prune(h: History, items: list[PruneItem]) -> list[PruneItem]:
-    """Remove the ``remove`` items; everything else is returned as it is."""
-    names = scan_names(h.report_dir)  # reports written since the scan count too
-    files = {f.name: f for f in h.files}
-    out: list[PruneItem] = []
-    for item in items:
-        if item.action != "remove":
-            out.append(item)
-            continue
-        path = h.report_dir / item.file
-        if not _still_debris(path, files[item.file], names, h.older_than):
-            out.append(PruneItem(item.file, "changed, renamed or named by a report since", "keep"))
-            continue
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            out.append(PruneItem(item.file, item.reason, "removed", "already gone"))
-        except OSError as exc:
-            out.append(PruneItem(item.file, item.reason, "failed", exc.strerror or str(exc)))
-        else:
-            out.append(PruneItem(item.file, item.reason, "removed"))
-    return out

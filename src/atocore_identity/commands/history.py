@@ -1,7 +1,7 @@
 """history: every run in the report dir, newest first, and what needs attention.
 
 Read-only, and it writes no report of its own; ``--prune`` removes debris
-(``history.prune_plan`` says which), and only with ``--yes``.
+(``prune.prune_plan`` says which), and only with ``--yes``.
 """
 
 from __future__ import annotations
@@ -10,21 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atocore_identity import __version__
+from atocore_identity import __version__, attention
+from atocore_identity.artifacts import FileState
 from atocore_identity.errors import EXIT_CHECK_FAILED, EXIT_OK
 from atocore_identity.history import (
     PRUNE_AGE_MINUTES,
     QUICK_CHECK_BUDGET,
     DirFile,
-    FileState,
     Flag,
     History,
-    PruneItem,
     Run,
-    prune,
-    prune_plan,
     read_history,
 )
+from atocore_identity.prune import PruneItem, prune, prune_plan
 from atocore_identity.render import Doc
 
 HISTORY_VERSION = 1
@@ -55,6 +53,7 @@ def run(
     deep: bool = False,
 ) -> HistoryOutcome:
     h = read_history(report_dir, deep=deep, older_than=older_than)
+    h.flags = attention.flags(h)
     items: list[PruneItem] | None = None
     if prune_debris:
         items = prune_plan(h)

@@ -1,0 +1,153 @@
+"""Checking the files a report names: is a backup there and whole (SQLite
+header, size, ``PRAGMA quick_check`` within a budget), is a companion there
+and whole (decompressed to the end, its sha256 compared)? ``FileState`` is
+the answer. Read-only: a backup is opened ``immutable``, so no side files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import sqlite3
+import stat
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+SIDE_SUFFIXES = ("-journal", "-wal", "-shm")
+
+
+@dataclass
+class FileState:
+    """A file a report names, or debris: is it there, and is it whole?"""
+
+    name: str
+    exists: bool
+    condition: str  # "ok" | "missing" | "unreadable" | "unchecked"
+    detail: str
+    bytes: int | None = None
+    quick_check: str | None = None  # "ok" | "failed" | "skipped" | None (not a backup)
+
+
+def _ro_immutable_uri(path: Path) -> str:
+    # immutable: a backup of a WAL database is flagged WAL, and even a mode=ro
+    # connection to it would create -wal and -shm files beside it.
+    return f"file:{quote(str(path.absolute()))}?mode=ro&immutable=1"
+
+
+def check_backup(
+    path: Path, expected_bytes: int | None, budget: list[int], deep: bool
+) -> FileState:
+    """Header and size always; ``quick_check`` while ``budget`` (bytes) lasts."""
+    name = path.name
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return FileState(name, False, "missing", "no such file")
+    except OSError as exc:
+        return FileState(name, False, "unreadable", f"cannot stat: {exc.strerror}")
+    size = st.st_size
+    if not stat.S_ISREG(st.st_mode):
+        return FileState(name, True, "unreadable", "not a regular file", size)
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        return FileState(name, True, "unreadable", f"cannot read: {exc.strerror}", size)
+    if not header.startswith(SQLITE_HEADER) or len(header) < 100:
+        return FileState(name, True, "unreadable", "not an SQLite database (no header)", size)
+    if expected_bytes is not None and size != expected_bytes:
+        return FileState(
+            name,
+            True,
+            "unreadable",
+            f"{size} bytes, its report says {expected_bytes}: truncated or replaced",
+            size,
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid_for = int.from_bytes(header[92:96], "big")
+    changes = int.from_bytes(header[24:28], "big")
+    if pages and valid_for == changes and size < pages * page_size:
+        return FileState(
+            name,
+            True,
+            "unreadable",
+            f"{size} bytes, its header says {pages} pages of {page_size}: truncated",
+            size,
+        )
+    sides = [s for s in SIDE_SUFFIXES if Path(f"{path}{s}").exists()]
+    if sides:
+        detail = (
+            f"SQLite header ok; {', '.join(name + s for s in sides)} beside it: opened"
+            " read-write since, not checked further"
+        )
+        return FileState(name, True, "unchecked", detail, size, "skipped")
+    if not deep and size > budget[0]:
+        detail = (
+            f"SQLite header and size ok; quick_check skipped ({size >> 20} MiB is over"
+            f" history's remaining {budget[0] >> 20} MiB budget: --deep runs it)"
+        )
+        return FileState(name, True, "ok", detail, size, "skipped")
+    budget[0] = max(0, budget[0] - size)
+    try:
+        conn = sqlite3.connect(_ro_immutable_uri(path), uri=True)
+        try:
+            found = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)")]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return FileState(name, True, "unreadable", f"quick_check cannot run: {exc}", size, "failed")
+    if found != ["ok"]:
+        detail = "quick_check: " + "; ".join(found)
+        return FileState(name, True, "unreadable", detail, size, "failed")
+    return FileState(name, True, "ok", "SQLite header, size and quick_check ok", size, "ok")
+
+
+def check_companion(path: Path, expected_sha256: str | None) -> FileState:
+    """Decompress to the end (streaming): a truncated or damaged gzip fails."""
+    name = path.name
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return FileState(name, False, "missing", "no such file")
+    except OSError as exc:
+        return FileState(name, False, "unreadable", f"cannot stat: {exc.strerror}")
+    if not stat.S_ISREG(st.st_mode):
+        return FileState(name, True, "unreadable", "not a regular file", st.st_size)
+    digest = hashlib.sha256()
+    lines = 0
+    try:
+        with open(path, "rb") as raw:
+            hashing = _Hashing(raw, digest)
+            with gzip.GzipFile(fileobj=hashing, mode="rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    lines += chunk.count(b"\n")
+    except (OSError, EOFError, zlib.error) as exc:
+        return FileState(name, True, "unreadable", f"not a complete gzip: {exc}", st.st_size)
+    if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
+        return FileState(
+            name, True, "unreadable", "its sha256 differs from the report's", st.st_size
+        )
+    return FileState(name, True, "ok", f"complete gzip, {lines} lines", st.st_size)
+
+
+class _Hashing:
+    """A read-only file wrapper that hashes what is read through it."""
+
+    def __init__(self, raw: Any, digest: Any) -> None:
+        self.raw = raw
+        self.digest = digest
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.raw.read(size)
+        self.digest.update(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:  # only a rewind calls it
+        position: int = self.raw.seek(offset, whence)
+        return position
