@@ -12,22 +12,12 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from atocore_identity import __version__
 from atocore_identity.commands import apply as apply_cmd
@@ -50,6 +40,13 @@ from atocore_identity.errors import (
     Interrupted,
     Refused,
 )
+from atocore_identity.interaction import (
+    Phases,
+    confirm_on_terminal,
+    confirm_revert,
+    is_terminal,
+    prompt_choice,
+)
 from atocore_identity.options import (
     EXIT_CODES_HELP,
     Common,
@@ -60,53 +57,10 @@ from atocore_identity.options import (
     resolutions_option,
 )
 from atocore_identity.paths import resolve_db, resolve_registry, resolve_report_dir
-from atocore_identity.plan_objects import Collision, Plan
-from atocore_identity.render import FORMATS, Doc, emit
+from atocore_identity.render import FORMATS, emit
 from atocore_identity.resolutions import KEEP_RULES
-from atocore_identity.reverter import Inverse, RevertRequest
+from atocore_identity.reverter import RevertRequest
 from atocore_identity.targets import Config, load_config
-
-
-def stderr_console() -> Console:
-    return Console(file=sys.stderr, highlight=False)
-
-
-class Phases:
-    """Progress on stderr: a transient bar per phase on a terminal, plain lines
-    with --verbose, nothing otherwise."""
-
-    def __init__(self, quiet: bool, verbose: bool) -> None:
-        self.console = stderr_console()
-        self.live = self.console.is_terminal and not quiet
-        self.verbose = verbose and not quiet
-        self.progress: Progress | None = None
-        self.task: TaskID | None = None
-
-    def __call__(self, phase: str) -> None:
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, description=phase)
-        elif self.verbose:
-            click.echo(f"atocore-identity: {phase}", err=True)
-
-    @contextmanager
-    def running(self) -> Iterator[Phases]:
-        if not self.live:
-            yield self
-            return
-        columns = (
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=self.console, transient=True) as progress:
-            self.progress = progress
-            self.task = progress.add_task("starting", total=None)
-            try:
-                yield self
-            finally:
-                self.progress = None
-                self.task = None
 
 
 @dataclass(frozen=True)
@@ -142,10 +96,6 @@ def with_run(f: Callable[..., int]) -> Callable[..., int]:
         return f(Run(build_inputs(common, phases), phases, common.quiet), **kwargs)
 
     return wrapper
-
-
-def is_terminal() -> bool:
-    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -229,24 +179,6 @@ def plan(
 # -- resolve -----------------------------------------------------------------
 
 
-def prompt_choice(collision: Collision) -> str | None:
-    """Ask on the terminal which candidate wins; 's' skips."""
-    doc = Doc()
-    doc.heading(f"{collision.canonical_id}  {collision.ref}")
-    plan_cmd.collision_table(doc, collision, numbered=True)
-    emit(doc, "text", None, out=sys.stderr)
-    choices = [str(i + 1) for i in range(len(collision.candidates))] + ["s"]
-    answer = click.prompt(
-        f"Keep which row? [1-{len(collision.candidates)}, s to skip]",
-        type=click.Choice(choices),
-        show_choices=False,
-        err=True,
-    )
-    if answer == "s":
-        return None
-    return collision.candidates[int(answer) - 1].id
-
-
 @cli.command(epilog=EXIT_CODES_HELP, short_help="Decide which row wins each collision.")
 @with_run
 @format_option
@@ -280,14 +212,6 @@ def resolve(run: Run, fmt: str, keep: str | None, picks: tuple[str, ...], out: P
 
 
 # -- apply -------------------------------------------------------------------
-
-
-def confirm_on_terminal(plan: Plan) -> bool:
-    doc = Doc()
-    plan_cmd.plan_summary(doc, plan)
-    emit(doc, "text", None, out=sys.stderr)
-    click.echo(plan_cmd.confirm_text(plan), err=True)
-    return click.confirm("Apply this migration now?", default=False, err=True)
 
 
 @cli.command(epilog=EXIT_CODES_HELP, short_help="Migrate in one transaction.")
@@ -368,14 +292,6 @@ def verify(run: Run, fmt: str, apply_report: Path | None, backup: Path | None) -
 
 
 # -- revert -------------------------------------------------------------------
-
-
-def confirm_revert(inverse: Inverse) -> bool:
-    doc = Doc()
-    revert_cmd.summary(doc, inverse)
-    emit(doc, "text", None, out=sys.stderr)
-    click.echo(revert_cmd.confirm_text(inverse), err=True)
-    return click.confirm("Revert now?", default=False, err=True)
 
 
 @cli.command(epilog=EXIT_CODES_HELP, short_help="Undo an apply and keep what was written since.")
