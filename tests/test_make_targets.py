@@ -35,6 +35,7 @@ EXAMPLE = {
     "REGISTRY": "/srv/atocore/registry.json",
     "REPORT_DIR": "/srv/atocore/data/migrations",
     "PLAN": "/srv/atocore/data/migrations/plan.json",
+    "APPLY_REPORT": "/srv/atocore/data/migrations/apply-<time>.json",
 }
 REQUIRED = {
     "identity-inspect": ["DB", "REGISTRY", "REPORT_DIR"],
@@ -42,6 +43,8 @@ REQUIRED = {
     "identity-resolve": ["DB", "REGISTRY", "REPORT_DIR"],
     "identity-apply": ["DB", "REGISTRY", "REPORT_DIR", "PLAN"],
     "identity-verify": ["DB", "REGISTRY", "REPORT_DIR"],
+    "identity-revert": ["DB", "REGISTRY", "REPORT_DIR", "APPLY_REPORT"],
+    "identity-history": ["REPORT_DIR"],
 }
 # Variables the Makefile reads; none may leak in from the environment pytest runs in.
 MAKE_VARIABLES = (
@@ -54,6 +57,10 @@ MAKE_VARIABLES = (
     "CONFIG",
     "APPLY_REPORT",
     "BACKUP",
+    "PROJECT",
+    "DRY_RUN",
+    "SKIP_CHANGED",
+    "FORMAT",
     "DEMO_DIR",
     "DEMO_COLUMNS",
     "PYTHON",
@@ -97,6 +104,18 @@ def tool_code(result: subprocess.CompletedProcess[str]) -> int:
     found = re.search(r"^make: \*\*\* \[[^\]]*\] Error (\d+)$", result.stderr, re.M)
     assert found, result.stderr
     return int(found.group(1))
+
+
+def content(path: Path) -> list[tuple[str, list[str]]]:
+    """Every table's rows, sorted: equal content whatever the page layout."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return [
+            (t, sorted(map(repr, conn.execute(f'SELECT * FROM "{t}"')))) for t in sorted(tables)
+        ]
+    finally:
+        conn.close()
 
 
 def sha256(path: Path) -> str:
@@ -191,6 +210,21 @@ def test_runbook_make_targets_exit_as_the_runbook_says(tmp_path: Path) -> None:
     result = make("identity-verify", *base, f"BACKUP={backup}")
     assert tool_code(result) == 0, result.stdout + result.stderr
     assert "all checks pass" in result.stdout
+
+    # history lists the runs; undo: a dry run changes nothing, YES=1 reverts to the backup
+    result = make("identity-history", f"REPORT_DIR={reports}", "FORMAT=json")
+    assert tool_code(result) == 0, result.stderr
+    (applied,) = reports.glob("apply-*.json")
+    migrated = sha256(db)
+    report = f"APPLY_REPORT={applied}"
+    result = make("identity-revert", *base, report, "DRY_RUN=1")
+    assert tool_code(result) == 0, result.stderr
+    assert sha256(db) == migrated
+    result = make("identity-revert", *base, report)
+    assert tool_code(result) == 3 and "--yes" in result.stderr
+    result = make("identity-revert", *base, report, "YES=1")
+    assert tool_code(result) == 0, result.stderr
+    assert content(db) == content(backup)
 
 
 @pytest.mark.parametrize(
