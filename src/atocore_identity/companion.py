@@ -25,13 +25,14 @@ import os
 import sqlite3
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from atocore_identity.errors import BadInput
 from atocore_identity.plan_objects import Plan
-from atocore_identity.reports import private_temp, publish
+from atocore_identity.reports import publish, temp_beside
 from atocore_identity.statements import (
     iter_project_rows,
     iter_rekeyed,
@@ -248,24 +249,11 @@ def _decode(doc: Any) -> Record:
 
 
 class CompanionWriter:
-    """Streams records to a private temp file; ``close`` publishes it atomically."""
+    """Streams records into an open gzip file; ``writing`` owns the file itself."""
 
-    def __init__(self, final: Path) -> None:
-        self.final = final
-        self.tmp, fd = private_temp(final.parent, ".jsonl.gz")
-        # a signal right here must not leave the temp file behind
-        try:
-            self._raw = os.fdopen(fd, "wb")
-        except BaseException:
-            os.close(fd)
-            self.tmp.unlink(missing_ok=True)
-            raise
-        try:
-            self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1)
-        except BaseException:
-            self._raw.close()
-            self.tmp.unlink(missing_ok=True)
-            raise
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._gz = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1)
         self._pending: list[str] = []
         self.records = 0
 
@@ -282,21 +270,22 @@ class CompanionWriter:
             self._gz.write(("\n".join(self._pending) + "\n").encode("utf-8", "surrogatepass"))
             self._pending = []
 
-    def close(self) -> Path:
+    def finish(self) -> None:
         self._flush()
         self._gz.close()
         self._raw.flush()
         os.fsync(self._raw.fileno())
-        self._raw.close()
-        publish(self.tmp, self.final)
-        return self.final
 
-    def discard(self) -> None:
-        try:
-            self._gz.close()
-            self._raw.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
+
+@contextmanager
+def writing(final: Path) -> Iterator[CompanionWriter]:
+    """A companion written to a private temp file and published as ``final``
+    when the block ends normally; on any exit the temp file is gone."""
+    with temp_beside(final.parent, ".jsonl.gz") as (tmp, fd), os.fdopen(fd, "wb") as raw:
+        writer = CompanionWriter(raw)
+        yield writer
+        writer.finish()
+        publish(tmp, final)
 
 
 def read_records(path: Path) -> Iterator[Record]:
@@ -321,8 +310,7 @@ def read_records(path: Path) -> Iterator[Record]:
 
 def write_plan_records(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path:
     """Stream the plan's row-level detail (the archive, the moves) to ``path``."""
-    comp = CompanionWriter(path)
-    try:
+    with writing(path) as comp:
         if plan.groups:
             for role, canonical, target_row, row in iter_project_rows(conn):
                 action = "rename" if role == "renamed" else "delete"
@@ -346,7 +334,4 @@ def write_plan_records(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path
                 )
         for mid, keeper, canonical in iter_superseded(conn):
             comp.write(SupersedeRecord("memories", mid, keeper, canonical))
-    except BaseException:
-        comp.discard()
-        raise
-    return comp.close()
+    return path

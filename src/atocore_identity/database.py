@@ -372,8 +372,9 @@ def backup_to(db: Path, target: Path) -> int:
             "move it away or choose another --report-dir",
         )
     tmp = target.parent / f".tmp-{secrets.token_hex(8)}.db"
-    create_private_file(tmp)
     try:
+        # created inside the try: a signal right after the open still removes it
+        create_private_file(tmp)
         _copy_into(db, tmp)
         _fsync_path(tmp, os.O_RDONLY)
         try:

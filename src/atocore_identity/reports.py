@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,10 +62,21 @@ def ensure_report_dir(path: Path) -> Path:
     return path
 
 
-def private_temp(directory: Path, suffix: str) -> tuple[Path, int]:
+@contextmanager
+def temp_beside(directory: Path, suffix: str) -> Iterator[tuple[Path, int]]:
+    """A private ``.tmp-<random><suffix>`` file in ``directory``: (path, open fd).
+
+    The name is chosen before the file exists and the file is created inside
+    the ``try``, so whatever ends the block (an error, SIGINT or SIGTERM
+    between any two bytecodes) the temporary file is gone afterwards; a block
+    that published it has already unlinked it.
+    """
     path = directory / f".tmp-{secrets.token_hex(8)}{suffix}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    return path, fd
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        yield path, os.open(path, flags, 0o600)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def publish(tmp: Path, final: Path) -> None:
@@ -93,41 +106,34 @@ def unique_path(directory: Path, kind: str, suffix: str = ".json") -> tuple[Path
             return path, moment
 
 
-def _write_temp_json(path: Path, payload: dict[str, Any]) -> Path:
-    """``payload`` in a private, fsynced temporary file beside ``path``."""
+def _write_json(path: Path, payload: dict[str, Any], publish_to: Callable[[Path], None]) -> None:
+    """``payload`` in a private, fsynced temporary file beside ``path``, then
+    ``publish_to(tmp)`` gives it its name; the temporary file never outlives this."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp, fd = private_temp(path.parent, ".json")
+        with temp_beside(path.parent, ".json") as (tmp, fd):
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            publish_to(tmp)
     except OSError as exc:
         raise Refused(
-            f"cannot write report {path}: {exc.strerror}", "pass a writable --report-dir or --out"
+            f"cannot write report {path}: {exc.strerror}",
+            "pass a writable --report-dir or --out, with free space",
         ) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise Refused(
-            f"cannot write report {path}: {exc.strerror}", "free space in the report directory"
-        ) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to a new ``path`` atomically with owner-only permissions."""
-    publish(_write_temp_json(path, payload), path)
+    _write_json(path, payload, lambda tmp: publish(tmp, path))
     return path
 
 
 def replace_json(path: Path, payload: dict[str, Any]) -> Path:
     """Atomically rewrite a report this run created moments ago (status updates)."""
-    os.replace(_write_temp_json(path, payload), path)
+    _write_json(path, payload, lambda tmp: os.replace(tmp, path))
     return path
 
 

@@ -23,9 +23,9 @@ from atocore_identity import inverse
 from atocore_identity.archive import Archive, Loaded, archive_rows, check_counts, load_archive
 from atocore_identity.checks import Check, rows_conserved
 from atocore_identity.companion import (
-    CompanionWriter,
     RevertRecord,
     read_records,
+    writing,
 )
 from atocore_identity.database import quick_check, read_only, table_columns
 from atocore_identity.errors import BadInput, Refused
@@ -395,8 +395,7 @@ def postconditions(
 
 def write_revert_records(conn: sqlite3.Connection, path: Path) -> Path:
     """Stream what revert reverts, skips and why, from ``temp.rv_rec``."""
-    comp = CompanionWriter(path)
-    try:
+    with writing(path) as comp:
         cur = conn.execute(inverse.RECORDS)
         while rows := cur.fetchmany(5000):
             for kind, canonical, tab, col, keycol, k, old, new, state, why in rows:
@@ -404,10 +403,7 @@ def write_revert_records(conn: sqlite3.Connection, path: Path) -> Path:
                 comp.write(
                     RevertRecord(action, kind, str(canonical), tab, col, keycol, k, old, new, why)
                 )
-    except BaseException:
-        comp.discard()
-        raise
-    return comp.close()
+    return path
 
 
 # -- verify --report REVERT_REPORT ---------------------------------------------------
