@@ -20,6 +20,8 @@ apply floor        ``bench/floor.py``: the same writes as hand-written SQL
 backup             ``atocore-identity apply --yes``; its ``timings_seconds.backup``
 cp                 ``cp`` of the database file then ``sync`` of the copy
 inspect            ``atocore-identity inspect``
+plan, inspect      again with ``--no-discover`` when the tool has that option
+  --no-discover    (discovery of unconfigured columns is not a decision)
 revert             ``atocore-identity revert --report APPLY_REPORT --yes --no-backup``
                    on the database the apply run just migrated, when the
                    installed tool has a ``revert`` command; "n/a" otherwise
@@ -79,8 +81,10 @@ LABELS = {
     "cp": "cp",
     "inspect": "inspect",
     "revert": "revert",
+    "plan_nd": "plan --no-discover",
+    "inspect_nd": "inspect --no-discover",
 }
-TOOL_COMMANDS = ("plan", "apply", "backup", "inspect", "revert")
+TOOL_COMMANDS = ("plan", "apply", "backup", "inspect", "revert", "plan_nd", "inspect_nd")
 
 
 # --------------------------------------------------------------------------
@@ -236,17 +240,22 @@ def newest_report(reports: Path, kind: str) -> Path:
 # --------------------------------------------------------------------------
 
 
-def run_plan(base: Path, registry: Path, work: Path, size: int) -> dict[str, dict[str, Any]]:
-    """plan and the dry-run floor, each on its own fresh copy; their counts must agree."""
+def run_plan(
+    base: Path, registry: Path, work: Path, size: int, discover: bool
+) -> dict[str, dict[str, Any]]:
+    """plan (also without discovery, if it has that), and the dry-run floor, each on a
+    fresh copy; their counts must agree."""
     out: dict[str, dict[str, Any]] = {}
-    db, reports = fresh_copy(base, work)
-    before = file_state(db)
-    m = measure([*tool(), "plan", *common_args(db, registry, reports), "--format", "json"], work)
-    must_succeed("plan", size, m)
-    if file_state(db) != before:
-        raise SystemExit(f"bench: plan changed the database file at {size:,} rows")
-    m["counts"] = json.loads(m["stdout"])["counts"]
-    out["plan"] = m
+    for name, extra in (("plan", []), ("plan_nd", ["--no-discover"]))[: 2 if discover else 1]:
+        db, reports = fresh_copy(base, work)
+        before = file_state(db)
+        args = [*common_args(db, registry, reports), "--format", "json", *extra]
+        m = measure([*tool(), "plan", *args], work)
+        must_succeed(LABELS[name], size, m)
+        if file_state(db) != before:
+            raise SystemExit(f"bench: {LABELS[name]} changed the database file at {size:,} rows")
+        m["counts"] = json.loads(m["stdout"])["counts"]
+        out[name] = m
 
     db, _ = fresh_copy(base, work)
     before = file_state(db)
@@ -260,15 +269,19 @@ def run_plan(base: Path, registry: Path, work: Path, size: int) -> dict[str, dic
     out["plan_floor"] = m
 
     # like with like: every count the floor computes must be plan's
-    tool_counts, floor_counts = out["plan"]["counts"], out["plan_floor"]["counts"]
-    differ = {
-        k: (tool_counts.get(k), v) for k, v in floor_counts.items() if tool_counts.get(k) != v
-    }
-    if differ:
-        raise SystemExit(
-            f"bench: the dry-run floor's counts differ from plan's at {size:,} rows"
-            f" (plan, floor): {differ}"
-        )
+    floor_counts = out["plan_floor"]["counts"]
+    for name in ("plan", "plan_nd"):
+        if name not in out:
+            continue
+        tool_counts = out[name]["counts"]
+        differ = {
+            k: (tool_counts.get(k), v) for k, v in floor_counts.items() if tool_counts.get(k) != v
+        }
+        if differ:
+            raise SystemExit(
+                f"bench: the dry-run floor's counts differ from {LABELS[name]}'s at {size:,}"
+                f" rows ({LABELS[name]}, floor): {differ}"
+            )
     return out
 
 
@@ -361,11 +374,21 @@ def run_backup(base: Path, registry: Path, work: Path, size: int) -> dict[str, d
     return out
 
 
-def run_inspect(base: Path, registry: Path, work: Path, size: int) -> dict[str, Any]:
-    db, reports = fresh_copy(base, work)
-    m = measure([*tool(), "inspect", *common_args(db, registry, reports)], work)
-    must_succeed("inspect", size, m)
-    return m
+def run_inspect(
+    base: Path, registry: Path, work: Path, size: int, discover: bool
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, extra in (("inspect", []), ("inspect_nd", ["--no-discover"]))[: 2 if discover else 1]:
+        db, reports = fresh_copy(base, work)
+        m = measure([*tool(), "inspect", *common_args(db, registry, reports), *extra], work)
+        must_succeed(LABELS[name], size, m)
+        out[name] = m
+    return out
+
+
+def has_option(command: str, option: str) -> bool:
+    done = subprocess.run([*tool(), command, "--help"], capture_output=True, text=True, check=False)
+    return option in done.stdout
 
 
 def bench_size(out: Path, size: int, runs: int, seed: int) -> dict[str, Any]:
@@ -373,14 +396,16 @@ def bench_size(out: Path, size: int, runs: int, seed: int) -> dict[str, Any]:
     work = out / f"work-{size}"
     wait_for_cli()
     revert = has_command("revert")
+    # discovery of unconfigured columns (SPEC 3) is not a decision: measured apart too
+    discover = has_option("plan", "--no-discover") and has_option("inspect", "--no-discover")
     samples: dict[str, list[dict[str, Any]]] = {k: [] for k in LABELS}
     load = [os.getloadavg()[0]]
     for run in range(1, runs + 1):
         got: dict[str, dict[str, Any]] = {}
         got |= run_apply(base, registry, work, size, revert)
-        got |= run_plan(base, registry, work, size)
+        got |= run_plan(base, registry, work, size, discover)
         got |= run_backup(base, registry, work, size)
-        got["inspect"] = run_inspect(base, registry, work, size)
+        got |= run_inspect(base, registry, work, size, discover)
         for name, m in got.items():
             m.pop("stdout", None)
             m.pop("stderr", None)
@@ -429,6 +454,8 @@ def summarize(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "backup / cp": ("backup", "cp"),
         "inspect / dry-run floor": ("inspect", "plan_floor"),
         "revert / apply": ("revert", "apply"),
+        "plan --no-discover / dry-run floor": ("plan_nd", "plan_floor"),
+        "inspect --no-discover / dry-run floor": ("inspect_nd", "plan_floor"),
     }
     out["ratios"] = {
         k: out[a]["median_s"] / out[b]["median_s"]
@@ -477,8 +504,14 @@ def table(doc: dict[str, Any]) -> str:
         if "inspect" in s and "plan_floor" in s:
             x = s["inspect"]["median_s"]
             inspect = f"{x:.2f} s = {x / s['plan_floor']['median_s']:.2f}×"
+            if "inspect_nd" in s:
+                x = s["inspect_nd"]["median_s"]
+                inspect += f"; --no-discover {x:.2f} s = {x / s['plan_floor']['median_s']:.2f}×"
+        plan = _pair(s, "plan", "plan_floor")
+        if "plan_nd" in s:
+            plan += "; --no-discover " + _pair(s, "plan_nd", "plan_floor")
         lines.append(
-            f"| {size:,} + {size:,} | {_pair(s, 'plan', 'plan_floor')}"
+            f"| {size:,} + {size:,} | {plan}"
             f" | {_pair(s, 'apply', 'apply_floor')} | {_pair(s, 'backup', 'cp')}"
             f" | {inspect} | {_pair(s, 'revert', 'apply')} | {_rss(s)} |"
         )
@@ -502,8 +535,8 @@ def table(doc: dict[str, Any]) -> str:
         )
         lines.append(
             f"| time at {large // small}× the rows ({large:,} / {small:,})"
-            f" | {grow('plan', 'plan_floor')} | {grow('apply', 'apply_floor')}"
-            f" | {grow('backup', 'cp')} | {grow('inspect')} | {grow('revert')}"
+            f" | {grow('plan', 'plan_nd', 'plan_floor')} | {grow('apply', 'apply_floor')}"
+            f" | {grow('backup', 'cp')} | {grow('inspect', 'inspect_nd')} | {grow('revert')}"
             f" | RSS growth: {rss} |"
         )
     return "\n".join(lines) + "\n"
@@ -548,7 +581,8 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     sizes = sorted(by_size)
     for small, large in itertools.pairwise(sizes):
         allowed = SCALING_TARGET / 10 * large / small
-        for c in ("plan", "apply", "inspect", "revert"):  # backup: compared with cp instead
+        # backup: compared with cp instead
+        for c in ("plan", "plan_nd", "apply", "inspect", "inspect_nd", "revert"):
             if c in by_size[small] and c in by_size[large]:
                 ratio = by_size[large][c]["median_s"] / by_size[small][c]["median_s"]
                 name = f"{c} time {large:,} / {small:,} <= {allowed:g}"
@@ -601,8 +635,9 @@ def export_src(rev: str, out: Path) -> Path:
     a committed state through the same console script and CLI.
     """
     root = HERE.parent
+    # named by the last commit that changed src/, the one the numbers belong to
     sha = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--short", rev],
+        ["git", "-C", str(root), "log", "-1", "--format=%h", rev, "--", "src"],
         capture_output=True,
         text=True,
         check=True,
