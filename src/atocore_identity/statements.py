@@ -131,11 +131,11 @@ SELECT k AS id, canonical, memory_type, content, updated_at
 FROM temp."ident_rekey:memories.project" WHERE status = 'active'""",
     "CREATE INDEX temp.ident_mem_rekeyed_k ON ident_mem_rekeyed (canonical, memory_type, content)",
     """CREATE TEMP TABLE ident_mem_dups AS
-WITH cand AS (
-  SELECT id, canonical, memory_type, content, updated_at, 1 AS rekeyed
-  FROM temp.ident_mem_rekeyed
-  UNION ALL
-  SELECT m."id", m."project", m."memory_type", m."content", m."updated_at", 0
+WITH base AS MATERIALIZED (
+  -- COLLATE BINARY: values compare exactly, whatever collation the columns declare
+  SELECT m."id" AS id, m."project" COLLATE BINARY AS canonical,
+         m."memory_type" COLLATE BINARY AS memory_type, m."content" COLLATE BINARY AS content,
+         m."updated_at" AS updated_at, 0 AS rekeyed
   FROM main."memories" AS m
   WHERE m."project" COLLATE BINARY IN (SELECT DISTINCT canonical FROM temp.ident_mem_rekeyed)
     AND m."status" = 'active'
@@ -143,6 +143,21 @@ WITH cand AS (
                 WHERE r.canonical = m."project" COLLATE BINARY
                   AND r.memory_type = m."memory_type" COLLATE BINARY
                   AND r.content = m."content" COLLATE BINARY)
+),
+-- only sets that can hold two rows are ranked: those with an active canonical
+-- twin, and those where two rekeyed rows meet; a lone rekeyed row is skipped
+sets AS MATERIALIZED (
+  SELECT canonical, memory_type, content FROM base
+  UNION
+  SELECT canonical, memory_type, content FROM temp.ident_mem_rekeyed
+  GROUP BY canonical, memory_type, content HAVING COUNT(*) > 1
+),
+cand AS (
+  SELECT id, canonical, memory_type, content, updated_at, rekeyed FROM base
+  UNION ALL
+  SELECT r.id, r.canonical, r.memory_type, r.content, r.updated_at, 1
+  FROM sets AS s CROSS JOIN temp.ident_mem_rekeyed AS r
+    ON r.canonical = s.canonical AND r.memory_type = s.memory_type AND r.content = s.content
 ),
 ranked AS (
   SELECT id, canonical, rekeyed, updated_at,
