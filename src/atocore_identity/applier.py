@@ -31,13 +31,12 @@ from atocore_identity.statements import write_statements
 from atocore_identity.survey import Progress, quiet, survey
 from atocore_identity.targets import resolve_targets
 from atocore_identity.transaction import (
-    CommitFailed,
+    RolledBack,
     back_up,
     begin_immediate,
-    commit,
+    commit_reported,
     rollback,
     row_counts,
-    signals_deferred,
     write_connection,
     write_failed,
 )
@@ -72,17 +71,6 @@ class ApplyResult:
     checks: list[Check] = field(default_factory=list)
     error: str | None = None
     note: str | None = None  # why an empty apply is a success
-
-
-class RolledBack(Refused):
-    """A postcondition or the COMMIT failed; carries the result for the failure report."""
-
-    def __init__(self, result: ApplyResult, hint: str | None = None) -> None:
-        super().__init__(
-            f"apply rolled back, nothing changed: {result.error}",
-            hint or "this is a bug in atocore-identity; keep the report and open an issue",
-        )
-        self.result = result
 
 
 Confirm = Callable[[Plan], bool]
@@ -189,20 +177,19 @@ def run_apply(
                 note = "nothing to migrate: the database already is in this plan's end state"
             return ApplyResult(plan, "empty", before, before, timings=timings, note=note)
         result = _migrate(conn, db, plan, registry, request, before, timings, progress)
-        with signals_deferred():
-            if before_commit is not None:
-                before_commit(result)
-            t0 = time.perf_counter()
-            try:
-                commit(conn, db, request.busy_timeout)
-            except CommitFailed as exc:
-                failed = replace(result, status="rolled-back", after=before, error=exc.error)
-                raise RolledBack(failed, exc.hint) from None
-            timings["commit"] = time.perf_counter() - t0
-            applied = replace(result, status="applied", timings=timings)
-            if after_commit is not None:
-                after_commit(applied)
-        return applied
+        return commit_reported(
+            conn,
+            db,
+            request.busy_timeout,
+            result,
+            what="apply",
+            committed=lambda r, secs: replace(
+                r, status="applied", timings={**timings, "commit": secs}
+            ),
+            failed=lambda r, error: replace(r, status="rolled-back", after=before, error=error),
+            before_commit=before_commit,
+            after_commit=after_commit,
+        )
 
 
 def refuse_if_blocked(plan: Plan, request: ApplyRequest, confirmed: str | None = None) -> None:
@@ -308,5 +295,7 @@ def _migrate(
     if failed:
         rollback(conn)
         error = "postcondition failed: " + failed[0].name
-        raise RolledBack(replace(result, status="rolled-back", after=before, error=error))
+        raise RolledBack(
+            "apply", replace(result, status="rolled-back", after=before, error=error), error
+        )
     return result

@@ -53,11 +53,14 @@ from atocore_identity.options import (
     common_options,
     debug_option,
     format_option,
+    format_or_sql_option,
+    no_backup_option,
     report_dir_option,
     resolutions_option,
+    yes_option,
 )
 from atocore_identity.paths import resolve_db, resolve_registry, resolve_report_dir
-from atocore_identity.render import FORMATS, emit
+from atocore_identity.render import emit
 from atocore_identity.resolutions import KEEP_RULES
 from atocore_identity.reverter import RevertRequest
 from atocore_identity.targets import Config, load_config
@@ -138,14 +141,7 @@ def inspect(run: Run, fmt: str, show_sql: bool) -> int:
 
 @cli.command(epilog=EXIT_CODES_HELP, short_help="Compute the migration plan (read-only).")
 @with_run
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice((*FORMATS, "sql")),
-    default="text",
-    show_default=True,
-    help="How to print the result. text, json, markdown, or sql: the script apply runs.",
-)
+@format_or_sql_option("apply")
 @resolutions_option
 @click.option(
     "--out",
@@ -227,11 +223,11 @@ def resolve(run: Run, fmt: str, keep: str | None, picks: tuple[str, ...], out: P
     help="Refuse unless the database still matches this plan report's fingerprint.",
 )
 @resolutions_option
-@click.option("--yes", "-y", is_flag=True, help="Do not ask; required without a terminal.")
+@yes_option
 @click.option(
     "--allow-empty", is_flag=True, help="Succeed (and report) when there is nothing to do."
 )
-@click.option("--no-backup", is_flag=True, help="Skip the backup (only if you have your own).")
+@no_backup_option
 def apply(
     run: Run,
     fmt: str,
@@ -296,14 +292,7 @@ def verify(run: Run, fmt: str, apply_report: Path | None, backup: Path | None) -
 
 @cli.command(epilog=EXIT_CODES_HELP, short_help="Undo an apply and keep what was written since.")
 @with_run
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice((*FORMATS, "sql")),
-    default="text",
-    show_default=True,
-    help="How to print the result. text, json, markdown, or sql: the script revert runs.",
-)
+@format_or_sql_option("revert")
 @click.option(
     "--report",
     "apply_report",
@@ -325,8 +314,8 @@ def verify(run: Run, fmt: str, apply_report: Path | None, backup: Path | None) -
 @click.option(
     "--skip-changed", is_flag=True, help="Revert the rest when rows changed since the apply."
 )
-@click.option("--yes", "-y", is_flag=True, help="Do not ask; required without a terminal.")
-@click.option("--no-backup", is_flag=True, help="Skip the backup (only if you have your own).")
+@yes_option
+@no_backup_option
 def revert(
     run: Run,
     fmt: str,

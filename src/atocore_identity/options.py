@@ -89,6 +89,26 @@ format_option = click.option(
     help="How to print the result. text: rich on a terminal, plain tables otherwise;"
     " or json or markdown.",
 )
+yes_option = click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask; required without a terminal."
+)
+no_backup_option = click.option(
+    "--no-backup", is_flag=True, help="Skip the backup (only if you have your own)."
+)
+
+
+def format_or_sql_option(script: str) -> Callable[[Any], Any]:
+    """--format for the commands that can also print their SQL (plan, revert)."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice((*FORMATS, "sql")),
+        default="text",
+        show_default=True,
+        help=f"How to print the result. text, json, markdown, or sql: the script {script} runs.",
+    )
+
+
 resolutions_option = click.option(
     "--resolutions",
     type=click.Path(path_type=Path, dir_okay=False),

@@ -33,13 +33,12 @@ from atocore_identity.registry import Registry, fold
 from atocore_identity.reports import companion_of, ensure_report_dir, unique_path
 from atocore_identity.survey import Progress, quiet
 from atocore_identity.transaction import (
-    CommitFailed,
+    RolledBack,
     back_up,
     begin_immediate,
-    commit,
+    commit_reported,
     rollback,
     row_counts,
-    signals_deferred,
     write_connection,
     write_failed,
 )
@@ -90,17 +89,6 @@ class RevertResult:
     timings: dict[str, float] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     error: str | None = None
-
-
-class RevertRolledBack(Refused):
-    """A postcondition or the COMMIT failed; carries the result for the report."""
-
-    def __init__(self, result: RevertResult, hint: str | None = None) -> None:
-        super().__init__(
-            f"revert rolled back, nothing changed: {result.error}",
-            hint or "this is a bug in atocore-identity; keep the reports and open an issue",
-        )
-        self.result = result
 
 
 Hook = Callable[[RevertResult], None]
@@ -311,18 +299,19 @@ def run_revert(
             rollback(conn)
             return RevertResult(inv, "empty", before, before, timings=timings)
         result = _write(conn, db, inv, request, before, timings, progress)
-        with signals_deferred():
-            if before_commit is not None:
-                before_commit(result)
-            try:
-                commit(conn, db, request.busy_timeout)
-            except CommitFailed as exc:
-                failed = replace(result, status="rolled-back", after=before, error=exc.error)
-                raise RevertRolledBack(failed, exc.hint) from None
-            done = replace(result, status="reverted")
-            if after_commit is not None:
-                after_commit(done)
-        return done
+        return commit_reported(
+            conn,
+            db,
+            request.busy_timeout,
+            result,
+            what="revert",
+            committed=lambda r, secs: replace(
+                r, status="reverted", timings={**timings, "commit": secs}
+            ),
+            failed=lambda r, error: replace(r, status="rolled-back", after=before, error=error),
+            before_commit=before_commit,
+            after_commit=after_commit,
+        )
 
 
 def _write(
@@ -372,7 +361,9 @@ def _write(
     if failed:
         rollback(conn)
         error = "postcondition failed: " + failed[0].name
-        raise RevertRolledBack(replace(result, status="rolled-back", after=before, error=error))
+        raise RolledBack(
+            "revert", replace(result, status="rolled-back", after=before, error=error), error
+        )
     return result
 
 

@@ -13,9 +13,10 @@ import contextlib
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from atocore_identity.database import (
     all_tables,
@@ -162,3 +163,51 @@ def signals_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+R = TypeVar("R")
+
+
+class RolledBack(Refused, Generic[R]):
+    """A postcondition or the COMMIT failed and the transaction rolled back;
+    ``result`` is the run's result, for the report that says so."""
+
+    def __init__(self, what: str, result: R, error: str, hint: str | None = None) -> None:
+        super().__init__(
+            f"{what} rolled back, nothing changed: {error}",
+            hint or "this is a bug in atocore-identity; keep the reports and open an issue",
+        )
+        self.result = result
+
+
+def commit_reported(
+    conn: sqlite3.Connection,
+    db: Path,
+    busy_timeout: float,
+    pending: R,
+    *,
+    what: str,
+    committed: Callable[[R, float], R],
+    failed: Callable[[R, str], R],
+    before_commit: Callable[[R], None] | None = None,
+    after_commit: Callable[[R], None] | None = None,
+) -> R:
+    """COMMIT between two report writes, signals held back until both ran.
+
+    ``before_commit`` gets ``pending`` (its report says ``committing``), then
+    COMMIT; ``committed(pending, seconds)`` or ``failed(pending, error)`` gives
+    the final result; ``after_commit`` gets it. A failed COMMIT raises
+    RolledBack naming the SQLite error.
+    """
+    with signals_deferred():
+        if before_commit is not None:
+            before_commit(pending)
+        started = time.perf_counter()
+        try:
+            commit(conn, db, busy_timeout)
+        except CommitFailed as exc:
+            raise RolledBack(what, failed(pending, exc.error), exc.error, exc.hint) from None
+        done = committed(pending, time.perf_counter() - started)
+        if after_commit is not None:
+            after_commit(done)
+    return done

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,18 +10,17 @@ from typing import Any
 from atocore_identity.applier import (
     ApplyRequest,
     ApplyResult,
-    RolledBack,
     read_plan_file,
     run_apply,
 )
-from atocore_identity.commands.base import Inputs, publish_report, report_envelope
+from atocore_identity.commands.base import Inputs, ReportTrail, report_envelope
 from atocore_identity.commands.plan import groups_payload, plan_summary
 from atocore_identity.errors import EXIT_OK, Interrupted, Refused
 from atocore_identity.plan_objects import Plan
 from atocore_identity.registry import Registry, load_registry
 from atocore_identity.render import Doc
-from atocore_identity.reports import ensure_report_dir, replace_json
 from atocore_identity.resolutions import load_decisions
+from atocore_identity.transaction import RolledBack
 
 
 @dataclass
@@ -67,70 +65,37 @@ def run(
 ) -> ApplyOutcome:
     registry = load_registry(inputs.registry)
     request = _request(inputs, options)
-    written: list[Path] = []
+    trail = ReportTrail(inputs, "apply")
 
-    def before_commit(pending: ApplyResult) -> None:
-        # The report exists before COMMIT (status "committing"): a process
-        # killed right after COMMIT still leaves verify a report to read. A
-        # report that cannot be written stops the apply before COMMIT.
-        written.append(publish_report(inputs, "apply", payload(inputs, registry, pending, request)))
-
-    warnings: list[str] = []
-
-    def after_commit(applied: ApplyResult) -> None:
-        doc = payload(inputs, registry, applied, request)
-        doc["report_path"] = str(written[0])
-        try:
-            replace_json(written[0], doc)
-        except (OSError, Refused) as exc:
-            # Committed, and the report written before COMMIT names the archive;
-            # only its status still says "committing". Say so, do not fail.
-            warnings.append(
-                f"apply COMMITTED, but {written[0]} could not be updated"
-                f" ({exc}); it still says status 'committing'"
-            )
+    def doc(result: ApplyResult) -> dict[str, Any]:
+        return payload(inputs, registry, result, request)
 
     try:
         result = run_apply(
-            inputs.db, registry, request, confirm, before_commit, after_commit, inputs.progress
+            inputs.db,
+            registry,
+            request,
+            confirm,
+            lambda pending: trail.before_commit(doc(pending)),
+            lambda applied: trail.after_commit(doc(applied)),
+            inputs.progress,
         )
     except RolledBack as exc:
-        doc = payload(inputs, registry, exc.result, request)
-        if written:  # the report written before COMMIT must not say "committing"
-            doc["report_path"] = str(written[0])
-            replace_json(written[0], doc)
-        else:
-            publish_report(inputs, "apply", doc)
+        trail.rolled_back(doc(exc.result))
         raise
     except (Refused, Interrupted, KeyboardInterrupt) as exc:
-        # if the report dir itself is the problem, the error already says so
-        with contextlib.suppress(Refused, OSError):
-            _record_attempt(inputs, registry, request, exc)
+        trail.attempt(
+            registry,
+            exc,
+            {
+                "plan_file": str(request.plan_file) if request.plan_file else None,
+                "resolutions": str(request.resolutions) if request.resolutions else None,
+            },
+        )
         raise
-    doc = payload(inputs, registry, result, request)
-    if not written:  # nothing to commit: an empty plan
-        return ApplyOutcome(result, doc, publish_report(inputs, "apply", doc))
-    doc["report_path"] = str(written[0])
-    return ApplyOutcome(result, doc, written[0], "; ".join(warnings) or None)
-
-
-def _record_attempt(
-    inputs: Inputs, registry: Registry, request: ApplyRequest, exc: BaseException
-) -> None:
-    """Keep an audit trail of refusals and interruptions, named so that no
-    `apply-*.json` glob mistakes them for an apply."""
-    ensure_report_dir(inputs.report_dir)
-    refused = isinstance(exc, Refused)
-    status = "refused" if refused else "interrupted"
-    details: dict[str, Any] = {
-        "status": status,
-        "error": exc.message if isinstance(exc, Refused) else "interrupted by a signal",
-        "hint": exc.hint if isinstance(exc, Refused) else None,
-        "plan_file": str(request.plan_file) if request.plan_file else None,
-        "resolutions": str(request.resolutions) if request.resolutions else None,
-    }
-    doc = report_envelope("apply", inputs, registry, None, {}, details)
-    publish_report(inputs, f"{status}-apply", doc)
+    final = doc(result)
+    report, warning = trail.final(final)
+    return ApplyOutcome(result, final, report, warning)
 
 
 def payload(

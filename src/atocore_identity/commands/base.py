@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from atocore_identity.database import describe_sqlite_error, read_only
+from atocore_identity.errors import Refused
 from atocore_identity.registry import Registry, load_registry
 from atocore_identity.reports import (
     ensure_report_dir,
     envelope,
+    replace_json,
     unique_path,
     utc_now,
     write_json_atomic,
@@ -89,3 +92,71 @@ def publish_report(
 
 def registry_summary(registry: Registry) -> dict[str, int]:
     return {"projects": len(registry.projects), "aliases": len(registry.alias_to_id)}
+
+
+@dataclass
+class ReportTrail:
+    """The report of a write (apply, revert), from before COMMIT to the end.
+
+    Written as ``committing`` just before COMMIT, so a process killed right
+    after it still leaves a report to verify; rewritten once COMMIT returned
+    (a failure to rewrite is a warning: the data is committed); rewritten
+    again if the transaction rolled back. Refusals and interruptions are kept
+    too, named ``refused-<kind>-…`` / ``interrupted-<kind>-…`` so that no
+    ``<kind>-*.json`` glob mistakes them for a run that changed something.
+    """
+
+    inputs: Inputs
+    kind: str
+    written: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def before_commit(self, doc: dict[str, Any]) -> None:
+        # a report that cannot be written stops the write before COMMIT
+        self.written.append(publish_report(self.inputs, self.kind, doc))
+
+    def after_commit(self, doc: dict[str, Any]) -> None:
+        doc["report_path"] = str(self.written[0])
+        try:
+            replace_json(self.written[0], doc)
+        except (OSError, Refused) as exc:
+            self.warnings.append(
+                f"{self.kind} COMMITTED, but {self.written[0]} could not be updated"
+                f" ({exc}); it still says status 'committing'"
+            )
+
+    def rolled_back(self, doc: dict[str, Any]) -> None:
+        if self.written:  # the report written before COMMIT must not say "committing"
+            doc["report_path"] = str(self.written[0])
+            replace_json(self.written[0], doc)
+        else:
+            publish_report(self.inputs, self.kind, doc)
+
+    def attempt(self, registry: Registry, exc: BaseException, details: dict[str, Any]) -> None:
+        """Record a refusal or an interruption, if the report dir allows it."""
+        refused = isinstance(exc, Refused)
+        status = "refused" if refused else "interrupted"
+        doc = report_envelope(
+            self.kind,
+            self.inputs,
+            registry,
+            None,
+            {},
+            {
+                "status": status,
+                "error": exc.message if isinstance(exc, Refused) else "interrupted by a signal",
+                "hint": exc.hint if isinstance(exc, Refused) else None,
+                **details,
+            },
+        )
+        # if the report dir itself is the problem, the error already says so
+        with contextlib.suppress(Refused, OSError):
+            ensure_report_dir(self.inputs.report_dir)
+            publish_report(self.inputs, f"{status}-{self.kind}", doc)
+
+    def final(self, doc: dict[str, Any]) -> tuple[Path, str | None]:
+        """The report path (published now when nothing was committed) and any warning."""
+        if not self.written:
+            return publish_report(self.inputs, self.kind, doc), None
+        doc["report_path"] = str(self.written[0])
+        return self.written[0], "; ".join(self.warnings) or None

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from atocore_identity.applier import file_sha256
-from atocore_identity.commands.base import Inputs, publish_report, report_envelope
+from atocore_identity.commands.base import Inputs, ReportTrail, report_envelope
 from atocore_identity.errors import EXIT_OK, Interrupted, Refused
 from atocore_identity.registry import Registry, load_registry
 from atocore_identity.render import Doc
-from atocore_identity.reports import ensure_report_dir, replace_json
 from atocore_identity.reverter import (
     Inverse,
     RevertRequest,
     RevertResult,
-    RevertRolledBack,
     dry_run,
     run_revert,
 )
+from atocore_identity.transaction import RolledBack
 
 KINDS = {
     "delete": "shadow projects rows restored",
@@ -49,65 +47,34 @@ def run(
     dry: bool = False,
 ) -> RevertOutcome:
     registry = load_registry(inputs.registry)
+
+    def doc(result: RevertResult) -> dict[str, Any]:
+        return payload(inputs, registry, result, request)
+
     if dry:
         result = dry_run(inputs.db, registry, request, inputs.progress)
-        return RevertOutcome(result, payload(inputs, registry, result, request), None)
-    written: list[Path] = []
-    warnings: list[str] = []
-
-    def before_commit(pending: RevertResult) -> None:
-        doc = payload(inputs, registry, pending, request)
-        written.append(publish_report(inputs, "revert", doc))
-
-    def after_commit(done: RevertResult) -> None:
-        doc = payload(inputs, registry, done, request)
-        doc["report_path"] = str(written[0])
-        try:
-            replace_json(written[0], doc)
-        except (OSError, Refused) as exc:
-            warnings.append(
-                f"revert COMMITTED, but {written[0]} could not be updated ({exc});"
-                " it still says status 'committing'"
-            )
-
+        return RevertOutcome(result, doc(result), None)
+    trail = ReportTrail(inputs, "revert")
     try:
         result = run_revert(
-            inputs.db, registry, request, confirm, before_commit, after_commit, inputs.progress
+            inputs.db,
+            registry,
+            request,
+            confirm,
+            lambda pending: trail.before_commit(doc(pending)),
+            lambda done: trail.after_commit(doc(done)),
+            inputs.progress,
         )
-    except RevertRolledBack as exc:
-        doc = payload(inputs, registry, exc.result, request)
-        if written:
-            doc["report_path"] = str(written[0])
-            replace_json(written[0], doc)
-        else:
-            publish_report(inputs, "revert", doc)
+    except RolledBack as exc:
+        trail.rolled_back(doc(exc.result))
         raise
     except (Refused, Interrupted, KeyboardInterrupt) as exc:
-        with contextlib.suppress(Refused, OSError):
-            _record_attempt(inputs, registry, request, exc)
+        details = {"apply_report": str(request.report), "projects": list(request.projects)}
+        trail.attempt(registry, exc, details)
         raise
-    doc = payload(inputs, registry, result, request)
-    if not written:  # nothing to revert
-        return RevertOutcome(result, doc, publish_report(inputs, "revert", doc))
-    doc["report_path"] = str(written[0])
-    return RevertOutcome(result, doc, written[0], "; ".join(warnings) or None)
-
-
-def _record_attempt(
-    inputs: Inputs, registry: Registry, request: RevertRequest, exc: BaseException
-) -> None:
-    """Refusals and interruptions are recorded too, named apart from reverts."""
-    ensure_report_dir(inputs.report_dir)
-    status = "refused" if isinstance(exc, Refused) else "interrupted"
-    details = {
-        "status": status,
-        "error": exc.message if isinstance(exc, Refused) else "interrupted by a signal",
-        "hint": exc.hint if isinstance(exc, Refused) else None,
-        "apply_report": str(request.report),
-        "projects": list(request.projects),
-    }
-    doc = report_envelope("revert", inputs, registry, None, {}, details)
-    publish_report(inputs, f"{status}-revert", doc)
+    final = doc(result)
+    report, warning = trail.final(final)
+    return RevertOutcome(result, final, report, warning)
 
 
 def payload(
