@@ -21,7 +21,6 @@ from pathlib import Path
 from atocore_identity import checks
 from atocore_identity.checks import Check
 from atocore_identity.companion import write_plan_records
-from atocore_identity.database import quick_check
 from atocore_identity.errors import BadInput, Refused
 from atocore_identity.plan_objects import Decision, Plan
 from atocore_identity.planner import build_plan
@@ -32,8 +31,8 @@ from atocore_identity.survey import Progress, quiet, survey
 from atocore_identity.targets import resolve_targets
 from atocore_identity.transaction import (
     RolledBack,
-    back_up,
     begin_immediate,
+    check_and_back_up,
     commit_reported,
     rollback,
     row_counts,
@@ -240,17 +239,8 @@ def _migrate(
     say: Progress,
 ) -> ApplyResult:
     """Back up, archive, write, check. Returns a ``committing`` result or raises."""
-    say("checking the file (PRAGMA quick_check)")
-    t0 = time.perf_counter()
-    quick_check(conn, db)
-    timings["quick_check"] = time.perf_counter() - t0
-    backup: Path | None = None
-    backup_bytes = 0
-    if request.backup:
-        say("backing up")
-        t0 = time.perf_counter()
-        backup, backup_bytes = back_up(db, request.report_dir)
-        timings["backup"] = time.perf_counter() - t0
+    report_dir = request.report_dir if request.backup else None
+    backup, backup_bytes = check_and_back_up(conn, db, report_dir, timings, say)
 
     say("recording the archive")
     t0 = time.perf_counter()

@@ -27,15 +27,15 @@ from atocore_identity.companion import (
     read_records,
     writing,
 )
-from atocore_identity.database import quick_check, read_only, table_columns
+from atocore_identity.database import read_only, table_columns
 from atocore_identity.errors import BadInput, Refused
 from atocore_identity.registry import Registry, fold
 from atocore_identity.reports import companion_of, ensure_report_dir, unique_path
 from atocore_identity.survey import Progress, quiet
 from atocore_identity.transaction import (
     RolledBack,
-    back_up,
     begin_immediate,
+    check_and_back_up,
     commit_reported,
     rollback,
     row_counts,
@@ -324,15 +324,8 @@ def _write(
     say: Progress,
 ) -> RevertResult:
     """Back up, record, write the inverse, check. Returns a ``committing`` result."""
-    say("checking the file (PRAGMA quick_check)")
-    quick_check(conn, db)
-    backup: Path | None = None
-    backup_bytes = 0
-    if request.backup:
-        say("backing up")
-        t0 = time.perf_counter()
-        backup, backup_bytes = back_up(db, request.report_dir)
-        timings["backup"] = time.perf_counter() - t0
+    report_dir = request.report_dir if request.backup else None
+    backup, backup_bytes = check_and_back_up(conn, db, report_dir, timings, say)
     say("recording what revert does")
     companion_path, _ = unique_path(request.report_dir, "revert", ".rows.jsonl.gz")
     try:

@@ -23,6 +23,7 @@ from atocore_identity.database import (
     backup_to,
     describe_sqlite_error,
     open_database,
+    quick_check,
     quote_ident,
 )
 from atocore_identity.errors import DatabaseError, DatabaseLocked, Refused
@@ -97,6 +98,28 @@ def begin_immediate(conn: sqlite3.Connection, db: Path, busy_timeout: float) -> 
             "check the file's permissions and its directory's (the journal lives there)",
         ) from None
     return waited
+
+
+def check_and_back_up(
+    conn: sqlite3.Connection,
+    db: Path,
+    report_dir: Path | None,
+    timings: dict[str, float],
+    say: Callable[[str], None],
+) -> tuple[Path | None, int]:
+    """Before the first write: ``PRAGMA quick_check``, then the backup into
+    ``report_dir`` (None: --no-backup). Times both into ``timings``."""
+    say("checking the file (PRAGMA quick_check)")
+    started = time.perf_counter()
+    quick_check(conn, db)
+    timings["quick_check"] = time.perf_counter() - started
+    if report_dir is None:
+        return None, 0
+    say("backing up")
+    started = time.perf_counter()
+    found = back_up(db, report_dir)
+    timings["backup"] = time.perf_counter() - started
+    return found
 
 
 def back_up(db: Path, report_dir: Path) -> tuple[Path, int]:
