@@ -10,7 +10,6 @@ either untouched or completely migrated.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sqlite3
 import time
@@ -25,7 +24,7 @@ from atocore_identity.errors import BadInput, Refused
 from atocore_identity.plan_objects import Decision, Plan
 from atocore_identity.planner import build_plan
 from atocore_identity.registry import Registry
-from atocore_identity.reports import ensure_report_dir, load_report, unique_path
+from atocore_identity.reports import ensure_report_dir, file_sha256, load_report, unique_path
 from atocore_identity.statements import write_statements
 from atocore_identity.survey import Progress, quiet, survey
 from atocore_identity.targets import resolve_targets
@@ -74,13 +73,6 @@ class ApplyResult:
 
 Confirm = Callable[[Plan], bool]
 FINGERPRINT = re.compile(r"[0-9a-f]{64}")
-
-
-def file_sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as exc:
-        raise BadInput(f"{path} cannot be read: {exc.strerror}") from None
 
 
 def read_plan_file(path: Path, resolutions: Path | None) -> str:

@@ -9,7 +9,6 @@ holding what it counted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from atocore_identity.companion import (
     read_records,
 )
 from atocore_identity.errors import BadInput
-from atocore_identity.reports import companion_of, load_report
+from atocore_identity.reports import companion_of, file_sha256, load_report
 
 FINISHED = ("applied", "committing")
 
@@ -64,7 +63,7 @@ def load_archive(path: Path, db: Path) -> Archive:
     if not companion.is_file():
         raise BadInput(f"the archive {companion} of {path} is missing", "use the backup instead")
     want = report.get("companion_sha256")
-    if want is not None and _sha256(companion) != want:
+    if want is not None and file_sha256(companion) != want:
         raise BadInput(
             f"the archive {companion} does not match its report {path} (sha256 differs)",
             "it was changed or truncated; use the backup instead",
@@ -81,14 +80,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.samefile(b)
     except OSError:
         return a.resolve() == b.resolve()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

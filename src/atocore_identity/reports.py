@@ -9,6 +9,7 @@ each other and a symlink planted at the path is never followed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -182,6 +183,18 @@ def load_report(path: Path, kind: str | None = None) -> dict[str, Any]:
             f"pass the {kind} report written by `atocore-identity {kind}`",
         )
     return doc
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks (companions can be large)."""
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise BadInput(f"{path} cannot be read: {exc.strerror}") from None
+    return h.hexdigest()
 
 
 def companion_of(report_path: Path, report: dict[str, Any]) -> Path | None:

@@ -7,7 +7,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from atocore_identity.applier import file_sha256
 from atocore_identity.commands.base import (
     Inputs,
     publish_report,
@@ -21,7 +20,7 @@ from atocore_identity.errors import EXIT_CHANGES_PENDING, EXIT_OK, EXIT_REFUSED,
 from atocore_identity.plan_objects import Collision, Decision, Plan
 from atocore_identity.planner import build_plan
 from atocore_identity.render import Doc
-from atocore_identity.reports import ensure_report_dir, unique_path
+from atocore_identity.reports import ensure_report_dir, file_sha256, unique_path
 from atocore_identity.resolutions import load_decisions
 from atocore_identity.statements import apply_script, iter_state_rows, write_statements
 from atocore_identity.survey import discover_columns

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atocore_identity.applier import file_sha256
 from atocore_identity.commands.base import Inputs, ReportTrail, report_envelope
 from atocore_identity.errors import EXIT_OK, Interrupted, Refused
 from atocore_identity.registry import Registry, load_registry
 from atocore_identity.render import Doc
+from atocore_identity.reports import file_sha256
 from atocore_identity.reverter import (
     Inverse,
     RevertRequest,
