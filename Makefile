@@ -45,14 +45,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install the tool with its dev tools
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on src/
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/mypy --strict src
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on src/ and tools/
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
+	$(BIN)/mypy --strict src tools
 
 format: $(STAMP) ## Apply ruff's formatting and safe fixes
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench tools
+	$(BIN)/ruff format src tests bench tools
 
 test: $(STAMP) lint ## Lint, then run every test
 	$(BIN)/pytest -q

@@ -7,6 +7,7 @@ code, the one line on stderr, and that the database did not change.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,28 @@ def test_an_unexpected_exception_is_a_bug_not_bad_input(
     res = run_cli("inspect", *common(demo))
     assert res.code == 70
     assert res.stderr.count("\n") == 1 and "--debug" in res.stderr and "bug" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        ("inspect", "--config"),
+        ("plan", "--resolutions"),
+        ("apply", "--plan"),
+        ("verify", "--report"),
+        ("verify", "--backup"),
+        ("revert", "--report"),
+    ],
+)
+def test_a_fifo_as_any_input_file_is_bad_input_not_a_hang(
+    demo: dict[str, Path], tmp_path: Path, command: str, option: str
+) -> None:
+    """Opening a FIFO for reading blocks until a writer comes: every input file
+    is checked to be a regular file first (issue 13 item 6, beyond --db and
+    --registry)."""
+    fifo = tmp_path / "input"
+    os.mkfifo(fifo)
+    extra = ["--yes"] if command in ("apply", "revert") else []
+    res = run_cli(command, *common(demo), option, fifo, *extra)
+    assert res.code == 2, res.stderr
+    assert "is a FIFO (named pipe)" in res.stderr

@@ -92,7 +92,7 @@ def _option_rows(command: click.Command, ctx: click.Context) -> list[str]:
             continue
         help_text, env = _split_env(param.help or "")
         envvars = param.envvar if isinstance(param.envvar, list | tuple) else [param.envvar]
-        declared = [e for e in envvars if e]
+        declared = [str(e) for e in envvars if e]
         if declared and not env:
             env = ", ".join(declared)
         env_cell = _cell(env) if env else "—"

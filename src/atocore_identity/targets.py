@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from atocore_identity.database import quote_ident, table_columns
+from atocore_identity.database import quote_ident, read_regular_file, table_columns
 from atocore_identity.errors import BadInput
 
 # Tables and columns the migration owns through its own rules; an operator
@@ -91,13 +91,12 @@ def _string_list(doc: dict[str, object], name: str, path: Path) -> tuple[str, ..
 
 def load_config(path: Path) -> Config:
     """Read ``columns = [...]`` and ``ignore = [...]`` from a TOML config file."""
+    # read_regular_file: a FIFO or a directory is bad input, never a hang
+    raw = read_regular_file(path, "config", expected="a TOML file", hint="check --config")
     try:
-        with path.open("rb") as handle:
-            doc = tomllib.load(handle)
-    except FileNotFoundError:
-        raise BadInput(f"config {path} does not exist", "check --config") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise BadInput(f"config {path} cannot be read: {exc}") from None
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BadInput(f"config {path} cannot be read: {exc}", "check --config") from None
     return Config(_string_list(doc, "columns", path), _string_list(doc, "ignore", path))
 
 

@@ -27,7 +27,13 @@ from atocore_identity.companion import (
     SupersedeRecord,
     read_records,
 )
-from atocore_identity.database import quote_ident, quote_literal, table_columns, table_exists
+from atocore_identity.database import (
+    quote_ident,
+    quote_literal,
+    read_regular_file,
+    table_columns,
+    table_exists,
+)
 from atocore_identity.errors import BadInput
 from atocore_identity.plan_objects import Discovery
 from atocore_identity.registry import Registry
@@ -254,8 +260,8 @@ def _check_rekeys(
 
 
 def _attach_backup(conn: sqlite3.Connection, backup: Path) -> None:
-    if not backup.is_file():
-        raise BadInput(f"backup {backup} does not exist", "pass the backup apply wrote")
+    # the kind first (a FIFO would hang the ATTACH), then SQLite's own header
+    read_regular_file(backup, "backup", expected="an SQLite backup", limit=16)
     try:
         # immutable: a backup of a WAL database is WAL too, and even a mode=ro
         # reader would leave -wal and -shm files beside it in the report dir
