@@ -220,6 +220,18 @@ def refuse_if_blocked(plan: Plan, request: ApplyRequest, confirmed: str | None =
         )
 
 
+def _write_archive(conn: sqlite3.Connection, plan: Plan, report_dir: Path) -> Path:
+    """The apply's companion, written before any row is deleted: revert reads it back."""
+    companion_path, _ = unique_path(report_dir, "apply", ".rows.jsonl.gz")
+    try:
+        return write_plan_records(conn, plan, companion_path)
+    except OSError as exc:
+        raise Refused(
+            f"cannot write the archive {companion_path}: {exc.strerror}; nothing was changed",
+            "free space in --report-dir (the archive must exist before any row is deleted)",
+        ) from None
+
+
 def _migrate(
     conn: sqlite3.Connection,
     db: Path,
@@ -236,14 +248,7 @@ def _migrate(
 
     say("recording the archive")
     t0 = time.perf_counter()
-    companion_path, _ = unique_path(request.report_dir, "apply", ".rows.jsonl.gz")
-    try:
-        companion = write_plan_records(conn, plan, companion_path)
-    except OSError as exc:
-        raise Refused(
-            f"cannot write the archive {companion_path}: {exc.strerror}; nothing was changed",
-            "free space in --report-dir (the archive must exist before any row is deleted)",
-        ) from None
+    companion = _write_archive(conn, plan, request.report_dir)
     timings["archive"] = time.perf_counter() - t0
 
     say("migrating")

@@ -43,43 +43,13 @@ def check_backup(
 ) -> FileState:
     """Header and size always; ``quick_check`` while ``budget`` (bytes) lasts."""
     name = path.name
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return FileState(name, False, "missing", "no such file")
-    except OSError as exc:
-        return FileState(name, False, "unreadable", f"cannot stat: {exc.strerror}")
-    size = st.st_size
-    if not stat.S_ISREG(st.st_mode):
-        return FileState(name, True, "unreadable", "not a regular file", size)
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(100)
-    except OSError as exc:
-        return FileState(name, True, "unreadable", f"cannot read: {exc.strerror}", size)
-    if not header.startswith(SQLITE_HEADER) or len(header) < 100:
-        return FileState(name, True, "unreadable", "not an SQLite database (no header)", size)
-    if expected_bytes is not None and size != expected_bytes:
-        return FileState(
-            name,
-            True,
-            "unreadable",
-            f"{size} bytes, its report says {expected_bytes}: truncated or replaced",
-            size,
-        )
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    valid_for = int.from_bytes(header[92:96], "big")
-    changes = int.from_bytes(header[24:28], "big")
-    if pages and valid_for == changes and size < pages * page_size:
-        return FileState(
-            name,
-            True,
-            "unreadable",
-            f"{size} bytes, its header says {pages} pages of {page_size}: truncated",
-            size,
-        )
+    opened = _read_header(path)
+    if isinstance(opened, FileState):
+        return opened
+    header, size = opened
+    problem = _header_problem(header, size, expected_bytes)
+    if problem is not None:
+        return FileState(name, True, "unreadable", problem, size)
     sides = [s for s in SIDE_SUFFIXES if Path(f"{path}{s}").exists()]
     if sides:
         detail = (
@@ -94,6 +64,47 @@ def check_backup(
         )
         return FileState(name, True, "ok", detail, size, "skipped")
     budget[0] = max(0, budget[0] - size)
+    return _quick_check(path, size)
+
+
+def _read_header(path: Path) -> tuple[bytes, int] | FileState:
+    """The first 100 bytes and the size of a regular file, or why not."""
+    name = path.name
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return FileState(name, False, "missing", "no such file")
+    except OSError as exc:
+        return FileState(name, False, "unreadable", f"cannot stat: {exc.strerror}")
+    size = st.st_size
+    if not stat.S_ISREG(st.st_mode):
+        return FileState(name, True, "unreadable", "not a regular file", size)
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        return FileState(name, True, "unreadable", f"cannot read: {exc.strerror}", size)
+    return header, size
+
+
+def _header_problem(header: bytes, size: int, expected_bytes: int | None) -> str | None:
+    """Why the header or the size rules the file out, or None."""
+    if not header.startswith(SQLITE_HEADER) or len(header) < 100:
+        return "not an SQLite database (no header)"
+    if expected_bytes is not None and size != expected_bytes:
+        return f"{size} bytes, its report says {expected_bytes}: truncated or replaced"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid_for = int.from_bytes(header[92:96], "big")
+    changes = int.from_bytes(header[24:28], "big")
+    if pages and valid_for == changes and size < pages * page_size:
+        return f"{size} bytes, its header says {pages} pages of {page_size}: truncated"
+    return None
+
+
+def _quick_check(path: Path, size: int) -> FileState:
+    name = path.name
     try:
         conn = sqlite3.connect(_ro_immutable_uri(path), uri=True)
         try:

@@ -10,107 +10,116 @@ from atocore_identity.history import DirFile, Flag, History, Run, side_file_of, 
 
 
 def flags(h: History) -> list[Flag]:
-    flags: list[Flag] = []
-    add = flags.append
+    found: list[Flag] = []
     for run in h.runs:
-        if not run.readable:
-            continue
-        if run.status == "committing":
-            checked_by = [
-                f"{r} ({by.status})"
-                for r in run.referenced_by
-                for by in h.runs
-                if by.file == r and by.kind == "verify"
-            ]
-            since = f"; checked since by {', '.join(checked_by)}" if checked_by else ""
-            if run.kind == "apply":
-                action = (
-                    f"run `atocore-identity verify --report {h.report_dir / run.file}` to learn"
-                    " which way it went (all checks pass: it committed)"
-                )
-            elif run.kind == "revert" and isinstance(run.doc.get("apply_report"), str):
-                action = (
-                    f"run `atocore-identity revert --report {run.doc['apply_report']} --dry-run`"
-                    " to learn which way it went (nothing left to revert: it committed)"
-                )
-            else:
-                action = "check the database to learn whether the COMMIT happened"
-            add(
-                Flag(
-                    "committing",
-                    "error",
-                    run.file,
-                    f"{run.kind} left 'committing': the process died at COMMIT{since}",
-                    action,
-                )
-            )
-        if run.status == "refused":
-            error = text_of(run.doc.get("error")) or "no reason given"
-            error = error.removeprefix(f"{run.kind} refused: ")
-            hint = text_of(run.doc.get("hint"))
-            add(
-                Flag(
-                    "refused",
-                    "notice",
-                    run.file,
-                    f"{run.kind} refused ({error}); nothing was changed",
-                    hint or "read its error; nothing to undo",
-                )
-            )
-        elif run.status == "interrupted":
-            add(
-                Flag(
-                    "interrupted",
-                    "notice",
-                    run.file,
-                    f"{run.kind} interrupted by a signal before COMMIT; it rolled back,"
-                    " nothing was changed",
-                    "run it again when ready",
-                )
-            )
-        elif run.status == "rolled-back":
-            error = text_of(run.doc.get("error")) or "a postcondition failed"
-            add(
-                Flag(
-                    "rolled-back",
-                    "warning",
-                    run.file,
-                    f"{run.kind} rolled back ({error}); nothing was changed",
-                    "a bug in atocore-identity: keep the report dir and report it",
-                )
-            )
-        if run.kind == "verify" and run.status == "failed" and not _passed_since(h.runs, run):
-            add(
-                Flag(
-                    "verify-failed",
-                    "error",
-                    run.file,
-                    f"verify found {run.counts.get('failed', '?')} failing checks",
-                    f"read them (`jq .checks {h.report_dir / run.file}`); see docs/runbook.md"
-                    " step 6",
-                )
-            )
-        applied = run.status in ("applied", "reverted", "committing")  # it changed the data
-        for role, state in (("backup", run.backup), ("companion", run.companion)):
-            if state is None or state.condition in ("ok", "unchecked"):
-                continue
-            add(_file_flag(run, role, state, applied))
-        for ref in run.refers_to:
-            if ref.field == "apply_report" and ref.file is None:
-                add(
-                    Flag(
-                        "reference-missing",
-                        "warning",
-                        run.file,
-                        f"its apply_report {ref.path} is not in the report dir",
-                        "move it back beside the other reports, or find where it went",
-                    )
-                )
+        if run.readable:
+            found += _run_flags(h, run)
     for f in h.files:
         debris = _debris_flag(f, h.older_than)
         if debris is not None:
-            add(debris)
-    return flags
+            found.append(debris)
+    return found
+
+
+def _run_flags(h: History, run: Run) -> list[Flag]:
+    """One run's flags, in the order history lists them."""
+    found: list[Flag] = []
+    if run.status == "committing":
+        found.append(_committing_flag(h, run))
+    ended = _ended_flag(run)
+    if ended is not None:
+        found.append(ended)
+    if run.kind == "verify" and run.status == "failed" and not _passed_since(h.runs, run):
+        found.append(
+            Flag(
+                "verify-failed",
+                "error",
+                run.file,
+                f"verify found {run.counts.get('failed', '?')} failing checks",
+                f"read them (`jq .checks {h.report_dir / run.file}`); see docs/runbook.md step 6",
+            )
+        )
+    applied = run.status in ("applied", "reverted", "committing")  # it changed the data
+    for role, state in (("backup", run.backup), ("companion", run.companion)):
+        if state is None or state.condition in ("ok", "unchecked"):
+            continue
+        found.append(_file_flag(run, role, state, applied))
+    for ref in run.refers_to:
+        if ref.field == "apply_report" and ref.file is None:
+            found.append(
+                Flag(
+                    "reference-missing",
+                    "warning",
+                    run.file,
+                    f"its apply_report {ref.path} is not in the report dir",
+                    "move it back beside the other reports, or find where it went",
+                )
+            )
+    return found
+
+
+def _committing_flag(h: History, run: Run) -> Flag:
+    """A run that died at COMMIT: say how to learn which way it went."""
+    checked_by = [
+        f"{r} ({by.status})"
+        for r in run.referenced_by
+        for by in h.runs
+        if by.file == r and by.kind == "verify"
+    ]
+    since = f"; checked since by {', '.join(checked_by)}" if checked_by else ""
+    if run.kind == "apply":
+        action = (
+            f"run `atocore-identity verify --report {h.report_dir / run.file}` to learn"
+            " which way it went (all checks pass: it committed)"
+        )
+    elif run.kind == "revert" and isinstance(run.doc.get("apply_report"), str):
+        action = (
+            f"run `atocore-identity revert --report {run.doc['apply_report']} --dry-run`"
+            " to learn which way it went (nothing left to revert: it committed)"
+        )
+    else:
+        action = "check the database to learn whether the COMMIT happened"
+    return Flag(
+        "committing",
+        "error",
+        run.file,
+        f"{run.kind} left 'committing': the process died at COMMIT{since}",
+        action,
+    )
+
+
+def _ended_flag(run: Run) -> Flag | None:
+    """A run that ended before COMMIT (refused, interrupted, rolled back): nothing changed."""
+    if run.status == "refused":
+        error = text_of(run.doc.get("error")) or "no reason given"
+        error = error.removeprefix(f"{run.kind} refused: ")
+        hint = text_of(run.doc.get("hint"))
+        return Flag(
+            "refused",
+            "notice",
+            run.file,
+            f"{run.kind} refused ({error}); nothing was changed",
+            hint or "read its error; nothing to undo",
+        )
+    if run.status == "interrupted":
+        return Flag(
+            "interrupted",
+            "notice",
+            run.file,
+            f"{run.kind} interrupted by a signal before COMMIT; it rolled back,"
+            " nothing was changed",
+            "run it again when ready",
+        )
+    if run.status == "rolled-back":
+        error = text_of(run.doc.get("error")) or "a postcondition failed"
+        return Flag(
+            "rolled-back",
+            "warning",
+            run.file,
+            f"{run.kind} rolled back ({error}); nothing was changed",
+            "a bug in atocore-identity: keep the report dir and report it",
+        )
+    return None
 
 
 def _passed_since(runs: list[Run], failed: Run) -> bool:

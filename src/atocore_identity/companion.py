@@ -183,69 +183,89 @@ def _decode(doc: Any) -> Record:
         raise MalformedRecord("a line is not a JSON object")
     kind = doc.get("record")
     if kind == "project":
-        action = _text(doc, "action")
-        if action not in ("rename", "delete"):
-            raise MalformedRecord(f"project record has unknown action {action!r}")
-        return ProjectRecord(
-            action,
-            _text(doc, "id"),
-            _text(doc, "name"),
-            _text(doc, "canonical_id"),
-            _text(doc, "target_row_id", optional=True),
-            _row(doc),
-        )
+        return _decode_project(doc)
     if kind == "state":
-        outcome = _text(doc, "outcome")
-        if outcome not in ("moves", "duplicate", "history", "stays"):
-            raise MalformedRecord(f"state record has unknown outcome {outcome!r}")
-        return StateRecord(
-            outcome,
-            _text(doc, "canonical_id"),
-            _text(doc, "to_project_row", optional=True),
-            _text(doc, "winner_id", optional=True),
-            _row(doc),
-        )
+        return _decode_state(doc)
     if kind == "rekey":
-        ids, old = doc.get("ids"), doc.get("from")
-        if not isinstance(ids, list) or not isinstance(old, list) or len(ids) != len(old):
-            raise MalformedRecord("rekey record needs 'ids' and 'from' of equal length")
-        key = _text(doc, "key")
-        if key not in ("id", "rowid"):
-            raise MalformedRecord(f"rekey record has unknown key column {key!r}")
-        rows = doc.get("rows")
-        if rows is not None and (
-            not isinstance(rows, list)
-            or len(rows) != len(ids)
-            or not all(isinstance(r, dict) for r in rows)
-        ):
-            raise MalformedRecord("rekey record's 'rows' must be one object per id")
-        return RekeyRecord(
-            _text(doc, "table"), _text(doc, "column"), key, _text(doc, "to"), ids, old, rows
-        )
+        return _decode_rekey(doc)
     if kind == "supersede":
-        return SupersedeRecord(
-            _text(doc, "table"),
-            _text(doc, "id"),
-            _text(doc, "keeper_id"),
-            _text(doc, "canonical_id"),
-        )
+        return _decode_supersede(doc)
     if kind == "revert":
-        action = _text(doc, "action")
-        if action not in ("reverted", "skipped"):
-            raise MalformedRecord(f"revert record has unknown action {action!r}")
-        return RevertRecord(
-            action,
-            _text(doc, "kind"),
-            _text(doc, "canonical_id"),
-            _text(doc, "table"),
-            _text(doc, "column"),
-            _text(doc, "key_column"),
-            doc.get("key"),
-            doc.get("old"),
-            doc.get("new"),
-            _text(doc, "why", optional=True),
-        )
+        return _decode_revert(doc)
     raise MalformedRecord(f"unknown record type {kind!r}")
+
+
+def _decode_project(doc: dict[str, Any]) -> ProjectRecord:
+    action = _text(doc, "action")
+    if action not in ("rename", "delete"):
+        raise MalformedRecord(f"project record has unknown action {action!r}")
+    return ProjectRecord(
+        action,
+        _text(doc, "id"),
+        _text(doc, "name"),
+        _text(doc, "canonical_id"),
+        _text(doc, "target_row_id", optional=True),
+        _row(doc),
+    )
+
+
+def _decode_state(doc: dict[str, Any]) -> StateRecord:
+    outcome = _text(doc, "outcome")
+    if outcome not in ("moves", "duplicate", "history", "stays"):
+        raise MalformedRecord(f"state record has unknown outcome {outcome!r}")
+    return StateRecord(
+        outcome,
+        _text(doc, "canonical_id"),
+        _text(doc, "to_project_row", optional=True),
+        _text(doc, "winner_id", optional=True),
+        _row(doc),
+    )
+
+
+def _decode_rekey(doc: dict[str, Any]) -> RekeyRecord:
+    ids, old = doc.get("ids"), doc.get("from")
+    if not isinstance(ids, list) or not isinstance(old, list) or len(ids) != len(old):
+        raise MalformedRecord("rekey record needs 'ids' and 'from' of equal length")
+    key = _text(doc, "key")
+    if key not in ("id", "rowid"):
+        raise MalformedRecord(f"rekey record has unknown key column {key!r}")
+    rows = doc.get("rows")
+    if rows is not None and (
+        not isinstance(rows, list)
+        or len(rows) != len(ids)
+        or not all(isinstance(r, dict) for r in rows)
+    ):
+        raise MalformedRecord("rekey record's 'rows' must be one object per id")
+    return RekeyRecord(
+        _text(doc, "table"), _text(doc, "column"), key, _text(doc, "to"), ids, old, rows
+    )
+
+
+def _decode_supersede(doc: dict[str, Any]) -> SupersedeRecord:
+    return SupersedeRecord(
+        _text(doc, "table"),
+        _text(doc, "id"),
+        _text(doc, "keeper_id"),
+        _text(doc, "canonical_id"),
+    )
+
+
+def _decode_revert(doc: dict[str, Any]) -> RevertRecord:
+    action = _text(doc, "action")
+    if action not in ("reverted", "skipped"):
+        raise MalformedRecord(f"revert record has unknown action {action!r}")
+    return RevertRecord(
+        action,
+        _text(doc, "kind"),
+        _text(doc, "canonical_id"),
+        _text(doc, "table"),
+        _text(doc, "column"),
+        _text(doc, "key_column"),
+        doc.get("key"),
+        doc.get("old"),
+        doc.get("new"),
+        _text(doc, "why", optional=True),
+    )
 
 
 class CompanionWriter:

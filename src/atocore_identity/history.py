@@ -403,7 +403,19 @@ def read_history(
     ``attention.flags`` says what needs attention."""
     scanned = now or datetime.now(UTC)
     entries = _list_dir(report_dir)
-    by_entry = {e.name: e for e in entries}
+    runs, ignored, other = _sort_entries(entries)
+    runs.sort(key=lambda r: (r.moment, r.file), reverse=True)
+    _link(runs, {e.name for e in entries})
+    named = _names(runs)
+    budget = [QUICK_CHECK_BUDGET]
+    checked = _check_run_files(report_dir, runs, budget, deep)
+    files = [_dir_file(entry, entries, scanned, named, checked, budget, deep) for entry in other]
+    return History(report_dir, scanned, runs, files, [], ignored, deep, older_than)
+
+
+def _sort_entries(entries: list[_Entry]) -> tuple[list[Run], list[str], list[_Entry]]:
+    """Reports read as runs, JSON that is not a report (ignored), and every
+    other file (backups, companions, debris); directories are skipped."""
     runs: list[Run] = []
     ignored: list[str] = []
     other: list[_Entry] = []
@@ -418,11 +430,14 @@ def read_history(
             runs.append(_read_run(entry, doc))
         else:
             ignored.append(entry.name)
-    runs.sort(key=lambda r: (r.moment, r.file), reverse=True)
-    _link(runs, set(by_entry))
-    named = _names(runs)
+    return runs, ignored, other
 
-    budget = [QUICK_CHECK_BUDGET]
+
+def _check_run_files(
+    report_dir: Path, runs: list[Run], budget: list[int], deep: bool
+) -> dict[str, FileState]:
+    """Check the backup and companion each run names, once per file; fills
+    ``run.backup`` and ``run.companion`` and returns the states by file name."""
     checked: dict[str, FileState] = {}
     for run in runs:  # newest first: the budget goes to the newest backups
         if not run.readable:
@@ -441,39 +456,47 @@ def read_history(
                     report_dir / base, text_of(run.doc.get("companion_sha256"))
                 )
             run.companion = checked[base]
+    return checked
 
-    files: list[DirFile] = []
-    for entry in other:
-        name = entry.name
-        age = max(0.0, (scanned.timestamp() - entry.st.st_mtime) / 60)
-        state = checked.get(name)
-        note = None
-        if is_temp(name):
-            role = "temp"
-            note = _second_name(entry, entries)
-        elif side_file_of(name):
-            role = "side-file"
-        elif is_backup(name):
-            role = "backup" if name in named else "orphan-backup"
-            if state is None:
-                state = checked[name] = check_backup(entry.path, None, budget, deep)
-        else:
-            role = "companion" if name in named else "orphan-companion"
-            if state is None:
-                state = checked[name] = check_companion(entry.path, None)
-        files.append(
-            DirFile(
-                name,
-                role,
-                named.get(name, []),
-                entry.st.st_size,
-                age,
-                state,
-                note,
-                entry.st.st_ino,
-            )
-        )
-    return History(report_dir, scanned, runs, files, [], ignored, deep, older_than)
+
+def _dir_file(
+    entry: _Entry,
+    entries: list[_Entry],
+    scanned: datetime,
+    named: dict[str, list[str]],
+    checked: dict[str, FileState],
+    budget: list[int],
+    deep: bool,
+) -> DirFile:
+    """A file that is not a report: its role, and its state (checked here
+    when no report named it)."""
+    name = entry.name
+    age = max(0.0, (scanned.timestamp() - entry.st.st_mtime) / 60)
+    state = checked.get(name)
+    note = None
+    if is_temp(name):
+        role = "temp"
+        note = _second_name(entry, entries)
+    elif side_file_of(name):
+        role = "side-file"
+    elif is_backup(name):
+        role = "backup" if name in named else "orphan-backup"
+        if state is None:
+            state = checked[name] = check_backup(entry.path, None, budget, deep)
+    else:
+        role = "companion" if name in named else "orphan-companion"
+        if state is None:
+            state = checked[name] = check_companion(entry.path, None)
+    return DirFile(
+        name,
+        role,
+        named.get(name, []),
+        entry.st.st_size,
+        age,
+        state,
+        note,
+        entry.st.st_ino,
+    )
 
 
 def _second_name(entry: _Entry, entries: list[_Entry]) -> str | None:

@@ -52,6 +52,7 @@ def _same_row(others: list[str]) -> str:
     return f"(r.row_json IS NULL OR ({same or '1'}))"
 
 
+# long: one ordered list of UPDATEs; the fallbacks at the end rely on every match above
 def classify(
     column: str,
     rekey_targets: list[tuple[str, str, str]],

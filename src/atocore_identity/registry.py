@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from atocore_identity.database import read_regular_file
 from atocore_identity.errors import RegistryError
@@ -94,6 +95,22 @@ def load_registry(path: Path) -> Registry:
         hint="check the --registry path",
         missing_hint="pass --registry or set ATOCORE_PROJECT_REGISTRY_PATH",
     )
+    entries = _project_entries(path, raw_bytes)
+    projects, owner = _projects(path, entries)
+    _claim_aliases(path, projects, owner)
+    alias_to_id = {k: v for k, (v, kind) in owner.items() if kind == "alias"}
+    folded_ids = {k: v for k, (v, kind) in owner.items() if kind == "id"}
+    return Registry(
+        path=path,
+        sha256=hashlib.sha256(raw_bytes).hexdigest(),
+        projects=tuple(projects),
+        alias_to_id=alias_to_id,
+        folded_ids=folded_ids,
+    )
+
+
+def _project_entries(path: Path, raw_bytes: bytes) -> list[Any]:
+    """The file's non-empty ``projects`` list, entries not yet checked."""
     try:
         doc = json.loads(raw_bytes.decode("utf-8"))
     except UnicodeDecodeError:
@@ -104,14 +121,23 @@ def load_registry(path: Path) -> Registry:
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("projects"), list):
         raise _fail(path, 'must be a JSON object with a "projects" list')
-    entries = doc["projects"]
+    entries: list[Any] = doc["projects"]
     if not entries:
         raise _fail(
             path, '"projects" is empty: an empty registry would make every database look clean'
         )
+    return entries
 
+
+# folded name -> (project id, "id"|"alias"): who claimed a name first, and how
+_Owners = dict[str, tuple[str, str]]
+
+
+def _projects(path: Path, entries: list[Any]) -> tuple[list[Project], _Owners]:
+    """Each entry as a Project, and the folded ids claimed; two ids that fold
+    alike are an error."""
     projects: list[Project] = []
-    owner: dict[str, tuple[str, str]] = {}  # folded name -> (project id, "id"|"alias")
+    owner: _Owners = {}
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise _fail(path, f"project #{index + 1} must be a JSON object")
@@ -131,7 +157,12 @@ def load_registry(path: Path) -> Registry:
                 f"project {other!r}",
             )
         owner[folded_id] = (pid, "id")
+    return projects, owner
 
+
+def _claim_aliases(path: Path, projects: list[Project], owner: _Owners) -> None:
+    """Add every folded alias to ``owner``, after all ids: an alias may not be
+    another project's id or alias."""
     for project in projects:
         for alias in project.aliases:
             key = fold(alias)
@@ -151,13 +182,3 @@ def load_registry(path: Path) -> Registry:
                     f"project {project.id!r}: alias {alias!r} is also an alias of "
                     f"project {claimed[0]!r}",
                 )
-
-    alias_to_id = {k: v for k, (v, kind) in owner.items() if kind == "alias"}
-    folded_ids = {k: v for k, (v, kind) in owner.items() if kind == "id"}
-    return Registry(
-        path=path,
-        sha256=hashlib.sha256(raw_bytes).hexdigest(),
-        projects=tuple(projects),
-        alias_to_id=alias_to_id,
-        folded_ids=folded_ids,
-    )

@@ -106,32 +106,9 @@ def build_inverse(
 ) -> Inverse:
     """Load the archive into ``temp.rv_rec`` and classify every record. Reads only."""
     progress("reading the archive")
-    for sql in inverse.SETUP:
-        conn.execute(sql)
-    seen = Loaded()
-    conn.executemany(
-        inverse.INSERT, archive_rows(archive, set(projects) if projects else None, seen)
-    )
-    check_counts(archive, seen, projects)
-    for sql in inverse.INDEX:
-        conn.execute(sql)
+    seen = _load_archive(conn, archive, projects)
     progress("classifying every row the apply changed")
-    present = {
-        str(r[0]).lower()
-        for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")
-    }
-    targets = [
-        t
-        for t in seen.targets
-        if t[0].lower() in present
-        and t[1].lower() in {c.lower() for c in table_columns(conn, t[0])}
-    ]
-    # rowid-keyed rows are matched on every other column too
-    others = {
-        t: [c for c in table_columns(conn, t[0]) if c.lower() != t[1].lower()]
-        for t in targets
-        if t[2] == "rowid"
-    }
+    present, targets, others = _rekey_targets(conn, seen)
     classify = inverse.classify("state", targets, present, others)
     for sql in classify:
         conn.execute(sql)
@@ -164,6 +141,45 @@ def build_inverse(
         restored=restored,
         aliases=_still_mapped(conn, registry),
     )
+
+
+def _load_archive(conn: sqlite3.Connection, archive: Archive, projects: tuple[str, ...]) -> Loaded:
+    """Stream the archive's records (of the --project groups) into ``temp.rv_rec``
+    and check their counts against the report before indexing them."""
+    for sql in inverse.SETUP:
+        conn.execute(sql)
+    seen = Loaded()
+    conn.executemany(
+        inverse.INSERT, archive_rows(archive, set(projects) if projects else None, seen)
+    )
+    check_counts(archive, seen, projects)
+    for sql in inverse.INDEX:
+        conn.execute(sql)
+    return seen
+
+
+def _rekey_targets(
+    conn: sqlite3.Connection, seen: Loaded
+) -> tuple[set[str], list[tuple[str, str, str]], dict[tuple[str, str, str], list[str]]]:
+    """The tables that exist (lower case), the rekeyed columns that still
+    exist, and for rowid-keyed ones the other columns a row is matched on."""
+    present = {
+        str(r[0]).lower()
+        for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")
+    }
+    targets = [
+        t
+        for t in seen.targets
+        if t[0].lower() in present
+        and t[1].lower() in {c.lower() for c in table_columns(conn, t[0])}
+    ]
+    # rowid-keyed rows are matched on every other column too
+    others = {
+        t: [c for c in table_columns(conn, t[0]) if c.lower() != t[1].lower()]
+        for t in targets
+        if t[2] == "rowid"
+    }
+    return present, targets, others
 
 
 def _columns(conn: sqlite3.Connection, table: str, archived: list[str]) -> list[str]:

@@ -391,28 +391,13 @@ def discover_columns(
             tab = f"main.{quote_ident(cand.table)}"
             (total,) = conn.execute(f"SELECT COUNT(*) FROM {tab}").fetchone()
             total = int(total)
-            rows_read = min(total, limit)
             if total > limit:
-                sampled.append(SampledTable(cand.table, rows_read, total))
+                sampled.append(SampledTable(cand.table, min(total, limit), total))
             for column in cand.columns:
-                col = quote_ident(column)
-                source = tab
-                if total > limit:
-                    order = f" ORDER BY {cand.order}" if cand.order else ""
-                    source = f"(SELECT {col} FROM {tab}{order} LIMIT {limit})"
-                sql = (
-                    f"SELECT {col}, COUNT(*) FROM {source}"
-                    f" WHERE {shape.where(col)} GROUP BY {col} COLLATE BINARY"
-                )
-                names, _ = tally(
-                    registry, cand.table, column, conn.execute(sql), ("alias", "variant")
-                )
+                column_found = _discover_column(conn, registry, shape, cand, column, total, limit)
                 read.append(f"{cand.table}.{column}")
-                if names:
-                    names.sort(key=lambda n: (-n.count, n.name))
-                    found.append(
-                        DiscoveredColumn(cand.table, column, tuple(names), rows_read, total)
-                    )
+                if column_found is not None:
+                    found.append(column_found)
     return Discovery(
         columns=found,
         read=read,
@@ -421,3 +406,31 @@ def discover_columns(
         sample_rows=limit,
         length_window=(shape.lo, shape.hi),
     )
+
+
+def _discover_column(
+    conn: sqlite3.Connection,
+    registry: Registry,
+    shape: NameShape,
+    cand: _Candidate,
+    column: str,
+    total: int,
+    limit: int,
+) -> DiscoveredColumn | None:
+    """One GROUP BY over the column (its table's first ``limit`` rows when the
+    table is bigger); None when it holds no alias or variant."""
+    tab = f"main.{quote_ident(cand.table)}"
+    col = quote_ident(column)
+    source = tab
+    if total > limit:
+        order = f" ORDER BY {cand.order}" if cand.order else ""
+        source = f"(SELECT {col} FROM {tab}{order} LIMIT {limit})"
+    sql = (
+        f"SELECT {col}, COUNT(*) FROM {source}"
+        f" WHERE {shape.where(col)} GROUP BY {col} COLLATE BINARY"
+    )
+    names, _ = tally(registry, cand.table, column, conn.execute(sql), ("alias", "variant"))
+    if not names:
+        return None
+    names.sort(key=lambda n: (-n.count, n.name))
+    return DiscoveredColumn(cand.table, column, tuple(names), min(total, limit), total)

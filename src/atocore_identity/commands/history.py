@@ -227,6 +227,35 @@ def view(o: HistoryOutcome) -> Doc:
     h = o.history
     doc = Doc()
     doc.heading(f"History of {h.report_dir}: {len(h.runs)} runs, newest first")
+    _runs_table(doc, h)
+    if h.files:
+        doc.heading("Backups, companions and debris")
+        doc.table(
+            ["file", "role", "named by", "bytes", "condition"],
+            [
+                [
+                    f.name,
+                    f.role,
+                    ", ".join(f.named_by) or "-",
+                    f.bytes,
+                    f"{f.state.condition}: {f.state.detail}" if f.state else f.note or "-",
+                ]
+                for f in h.files
+            ],
+        )
+    _attention_section(doc, h)
+    if o.pruned is not None:
+        _prune_section(doc, o.pruned, o.dry_run)
+    if h.ignored:
+        doc.text(f"not reports, ignored: {', '.join(h.ignored)}")
+    doc.text(
+        "history writes no report" + ("" if o.pruned and not o.dry_run else " and changed nothing")
+    )
+    return doc
+
+
+def _runs_table(doc: Doc, h: History) -> None:
+    """One row per run; a database or registry every run shares is said once, above."""
     readable = [r for r in h.runs if r.readable]
     databases = {r.database for r in readable}
     registries = {r.registry_sha256 for r in readable}
@@ -259,22 +288,8 @@ def view(o: HistoryOutcome) -> Doc:
     else:
         doc.text("no reports in this directory")
 
-    if h.files:
-        doc.heading("Backups, companions and debris")
-        doc.table(
-            ["file", "role", "named by", "bytes", "condition"],
-            [
-                [
-                    f.name,
-                    f.role,
-                    ", ".join(f.named_by) or "-",
-                    f.bytes,
-                    f"{f.state.condition}: {f.state.detail}" if f.state else f.note or "-",
-                ]
-                for f in h.files
-            ],
-        )
 
+def _attention_section(doc: Doc, h: History) -> None:
     doc.heading(f"Needs attention ({len(h.flags)})")
     if not h.flags:
         doc.good("nothing needs attention")
@@ -285,26 +300,21 @@ def view(o: HistoryOutcome) -> Doc:
         else:
             doc.text(f"{flag.severity}: {line}")
 
-    if o.pruned is not None:
-        title = "Prune: dry run, nothing removed (add --yes)" if o.dry_run else "Prune"
-        doc.heading(title)
-        if not o.pruned:
-            doc.good("no debris")
-        verbs = {"remove": "would remove", "keep": "keep"}
-        doc.table(
-            ["file", "action", "why"],
+
+def _prune_section(doc: Doc, pruned: list[PruneItem], dry_run: bool) -> None:
+    title = "Prune: dry run, nothing removed (add --yes)" if dry_run else "Prune"
+    doc.heading(title)
+    if not pruned:
+        doc.good("no debris")
+    verbs = {"remove": "would remove", "keep": "keep"}
+    doc.table(
+        ["file", "action", "why"],
+        [
             [
-                [
-                    i.file,
-                    verbs.get(i.action, i.action),
-                    i.reason + (f" ({i.detail})" if i.detail else ""),
-                ]
-                for i in o.pruned
-            ],
-        )
-    if h.ignored:
-        doc.text(f"not reports, ignored: {', '.join(h.ignored)}")
-    doc.text(
-        "history writes no report" + ("" if o.pruned and not o.dry_run else " and changed nothing")
+                i.file,
+                verbs.get(i.action, i.action),
+                i.reason + (f" ({i.detail})" if i.detail else ""),
+            ]
+            for i in pruned
+        ],
     )
-    return doc

@@ -202,34 +202,40 @@ def by_status(counts: dict[str, int]) -> str:
     return ", ".join(parts)
 
 
-def _names_table(doc: Doc, surv: Survey) -> None:
-    """Per alias (folded) or variant: where it appears, how much, in which spellings."""
-    per: dict[tuple[str, str], dict[str, Any]] = {}
+# One slot per (canonical id, alias or variant): its kind, counts per column
+# bucket ("shadow", "state", "memories", "interactions", "extra") and spellings.
+_Slots = dict[tuple[str, str], dict[str, Any]]
 
-    def slot(canonical: str, name: str, kind: str) -> dict[str, Any]:
-        return per.setdefault(
-            (canonical, name),
-            {
-                "kind": kind,
-                "shadow": 0,
-                "state": {},
-                "memories": {},
-                "interactions": 0,
-                "extra": 0,
-                "spellings": [],
-                "more": 0,
-            },
-        )
 
-    def spelled(s: dict[str, Any], examples: Sequence[str], total: int) -> None:
-        s["spellings"] += [e for e in examples if e not in s["spellings"]]
-        s["more"] += max(0, total - len(examples))
+def _slot(per: _Slots, canonical: str, name: str, kind: str) -> dict[str, Any]:
+    return per.setdefault(
+        (canonical, name),
+        {
+            "kind": kind,
+            "shadow": 0,
+            "state": {},
+            "memories": {},
+            "interactions": 0,
+            "extra": 0,
+            "spellings": [],
+            "more": 0,
+        },
+    )
 
+
+def _spelled(s: dict[str, Any], examples: Sequence[str], total: int) -> None:
+    s["spellings"] += [e for e in examples if e not in s["spellings"]]
+    s["more"] += max(0, total - len(examples))
+
+
+def _name_slots(surv: Survey) -> _Slots:
+    """Shadow project rows (under their folded name) and alias or variant names, merged."""
+    per: _Slots = {}
     for r in surv.project_rows:
         if r.role == "shadow":
-            s = slot(r.canonical_id, fold(r.name), "alias")
+            s = _slot(per, r.canonical_id, fold(r.name), "alias")
             s["shadow"] += 1
-            spelled(s, [r.name], 1)
+            _spelled(s, [r.name], 1)
             for (pid, status), count in surv.state_by_status.items():
                 if pid == r.id:
                     s["state"][status] = s["state"].get(status, 0) + count
@@ -237,8 +243,8 @@ def _names_table(doc: Doc, surv: Survey) -> None:
     for n in surv.names:
         if n.kind not in ("alias", "variant") or n.canonical_id is None:
             continue
-        s = slot(n.canonical_id, n.name, n.kind)
-        spelled(s, n.examples, n.spellings)
+        s = _slot(per, n.canonical_id, n.name, n.kind)
+        _spelled(s, n.examples, n.spellings)
         bucket = buckets[(n.table, n.column)]
         if bucket == "memories":
             s["memories"] = {
@@ -246,26 +252,31 @@ def _names_table(doc: Doc, surv: Survey) -> None:
             } or {"?": n.count}
         else:
             s[bucket] += n.count
-    rows = []
-    for canonical, name in sorted(per):
-        s = per[(canonical, name)]
-        shown = ", ".join(repr(e) for e in s["spellings"][:4])
-        extra = len(s["spellings"]) - 4 + s["more"]
-        if extra > 0:
-            shown += f" (+{extra} more)"
-        rows.append(
-            [
-                name,
-                s["kind"],
-                canonical,
-                shown,
-                s["shadow"],
-                by_status(s["state"]),
-                by_status(s["memories"]),
-                s["interactions"],
-                s["extra"],
-            ]
-        )
+    return per
+
+
+def _name_row(canonical: str, name: str, s: dict[str, Any]) -> list[Any]:
+    shown = ", ".join(repr(e) for e in s["spellings"][:4])
+    extra = len(s["spellings"]) - 4 + s["more"]
+    if extra > 0:
+        shown += f" (+{extra} more)"
+    return [
+        name,
+        s["kind"],
+        canonical,
+        shown,
+        s["shadow"],
+        by_status(s["state"]),
+        by_status(s["memories"]),
+        s["interactions"],
+        s["extra"],
+    ]
+
+
+def _names_table(doc: Doc, surv: Survey) -> None:
+    """Per alias (folded) or variant: where it appears, how much, in which spellings."""
+    per = _name_slots(surv)
+    rows = [_name_row(canonical, name, per[(canonical, name)]) for canonical, name in sorted(per)]
     doc.heading("Alias-keyed and variant-spelled names")
     if not rows:
         read = ", ".join(t.label for t in surv.targets) or "none"
