@@ -35,7 +35,7 @@ from atocore_identity.database import (
     table_exists,
 )
 from atocore_identity.errors import BadInput
-from atocore_identity.plan_objects import Discovery
+from atocore_identity.plan_objects import Discovery, Survey
 from atocore_identity.registry import Registry
 from atocore_identity.reports import companion_of, load_report
 from atocore_identity.reverter import check_revert_report
@@ -95,6 +95,31 @@ def run_verify(
     (except the ``ignore``d ones): any alias-keyed value there fails verify."""
     result = VerifyResult()
     surv = survey(conn, registry, targets, missing, discover=discover, ignore=ignore)
+    _database_checks(conn, surv, result)
+    if report_path is None and backup is not None and report_dir is not None:
+        report_path = find_apply_report(report_dir, backup)
+    companion: Path | None = None
+    if report_path is None:
+        result.skipped.append("rows are where the apply report says: pass --report APPLY_REPORT")
+    elif load_report(report_path).get("kind") == "revert":
+        # a revert's report: its reverted rows hold their pre-apply values
+        result.apply_report = report_path
+        result.checks += check_revert_report(conn, report_path, load_report(report_path))
+    else:
+        result.apply_report = report_path
+        companion = _apply_report_checks(conn, surv, targets, report_path, result)
+    if backup is not None:
+        result.checks += _check_backup(conn, backup, companion, targets)
+    else:
+        result.skipped.append(
+            "conservation against the backup: pass --backup REPORT_DIR/backup-….db"
+        )
+    return result
+
+
+def _database_checks(conn: sqlite3.Connection, surv: Survey, result: VerifyResult) -> None:
+    """What holds of the database alone: no shadows, no alias names anywhere
+    (configured or discovered), one canonical row per project, a sound file."""
     result.checks += [checks.no_shadow_rows(surv), *checks.no_alias_names(surv)]
     result.discovery = surv.discovery
     if surv.discovery is not None:
@@ -109,38 +134,31 @@ def run_verify(
     result.checks.append(checks.one_canonical_row(surv))
     result.checks += _file_checks(conn)
 
-    if report_path is None and backup is not None and report_dir is not None:
-        report_path = find_apply_report(report_dir, backup)
-    companion: Path | None = None
-    if report_path is not None and load_report(report_path).get("kind") == "revert":
-        # a revert's report: its reverted rows hold their pre-apply values
-        result.apply_report = report_path
-        result.checks += check_revert_report(conn, report_path, load_report(report_path))
-    elif report_path is not None:
-        result.apply_report = report_path
-        report = load_apply_report(report_path)
-        result.checks.append(
-            Check(
-                "the apply report records a finished apply",
-                report["status"] in (*MOVED, "empty"),
-                f"status {report['status']!r}",
-            )
+
+def _apply_report_checks(
+    conn: sqlite3.Connection,
+    surv: Survey,
+    targets: list[Target],
+    report_path: Path,
+    result: VerifyResult,
+) -> Path | None:
+    """An apply report's checks; returns its archive companion for the backup check."""
+    report = load_apply_report(report_path)
+    result.checks.append(
+        Check(
+            "the apply report records a finished apply",
+            report["status"] in (*MOVED, "empty"),
+            f"status {report['status']!r}",
         )
-        if report["status"] in MOVED:
-            names = [g["canonical_id"] for g in report.get("groups", [])]
-            result.checks.append(checks.one_canonical_row(surv, names))
-            companion = companion_of(report_path, report)
-            if companion is not None:
-                result.checks += _check_report(conn, companion, targets)
-    else:
-        result.skipped.append("rows are where the apply report says: pass --report APPLY_REPORT")
-    if backup is not None:
-        result.checks += _check_backup(conn, backup, companion, targets)
-    else:
-        result.skipped.append(
-            "conservation against the backup: pass --backup REPORT_DIR/backup-….db"
-        )
-    return result
+    )
+    if report["status"] not in MOVED:
+        return None
+    names = [g["canonical_id"] for g in report.get("groups", [])]
+    result.checks.append(checks.one_canonical_row(surv, names))
+    companion = companion_of(report_path, report)
+    if companion is not None:
+        result.checks += _check_report(conn, companion, targets)
+    return companion
 
 
 def load_apply_report(path: Path) -> dict[str, Any]:
