@@ -288,3 +288,28 @@ def test_no_color_removes_every_colour_escape(demo: tuple[list[str], Path]) -> N
     raw = result.output.encode()
     assert colour_codes(raw) == []
     assert b"\x1b[3" not in raw and b"\x1b[9" not in raw
+
+
+REVERT_PROMPT = "Revert now?"
+
+
+@pytest.mark.parametrize(("answer", "code"), [("n\n", 3), ("y\n", 0)])
+def test_revert_on_a_terminal_shows_the_counts_and_asks(
+    resolved: tuple[list[str], Path, Path], tmp_path: Path, answer: str, code: int
+) -> None:
+    """revert confirms on a terminal like apply: the per-kind counts first,
+    then the question; 'n' changes nothing, 'y' reverts to the backup's content."""
+    common, db, res = resolved
+    assert run_cli("apply", *common, "--resolutions", res, "--yes").code == 0
+    applied = content_digest(db)
+    reports = tmp_path / "reports"
+    (report,) = reports.glob("apply-*.json")
+    (backup,) = reports.glob("backup-*.db")
+    result = run_on_pty(["revert", *common, "--report", report], answers=[(REVERT_PROMPT, answer)])
+    assert result.code == code, result.output
+    assert result.output.index("About to revert") < result.output.index(REVERT_PROMPT)
+    if code == 3:
+        assert "Error: revert cancelled at the prompt" in result.output
+        assert content_digest(db) == applied
+    else:
+        assert content_digest(db) == content_digest(backup)
