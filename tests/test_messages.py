@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -188,3 +190,32 @@ def test_a_fifo_as_any_input_file_is_bad_input_not_a_hang(
     res = run_cli(command, *common(demo), option, fifo, *extra)
     assert res.code == 2, res.stderr
     assert "is a FIFO (named pipe)" in res.stderr
+
+
+def test_a_conflict_after_fifty_changed_rows_still_refuses_with_one_line(make_env: Any) -> None:
+    """The listing names at most 50 rows: conflicts come first in it, so a
+    conflict after many changed rows is still named, and revert refuses
+    (exit 3) rather than failing unexpectedly (review finding)."""
+    t1, t2 = "2025-01-01 00:00:00", "2025-02-01 00:00:00"
+    state = [(f"m{i:02d}", "s", "a", f"k{i}", "v", "active", t1) for i in range(60)]
+    state += [
+        ("x1", "c", "z", "k", "old", "superseded", t1),
+        ("x2", "s", "z", "k", "new", "active", t2),
+    ]
+    env = make_env(projects=[("c", "p05-interferometer"), ("s", "p05")], state=state)
+    assert env.run("apply", "--yes").code == 0
+    (report,) = env.reports.glob("apply-*.json")
+    conn = sqlite3.connect(env.db)
+    conn.execute("DELETE FROM project_state WHERE id LIKE 'm%' OR id = 'x2'")  # changed since
+    conn.execute(  # a row now holds the triple the archived x1 would take back
+        "INSERT INTO project_state (id, project_id, category, key, value)"
+        " VALUES ('n1', 'c', 'z', 'k', 'v')"
+    )
+    conn.commit()
+    conn.close()
+    before = file_digest(env.db)
+    res = env.run("revert", "--report", report, "--yes", "--skip-changed")
+    assert res.code == 3, res.stderr
+    assert res.stderr.startswith("Error: revert refused: 1 conflict(s)")
+    assert "(project_id, category, key)" in res.stderr
+    assert file_digest(env.db) == before

@@ -23,9 +23,7 @@ from atocore_identity.companion import (
     read_records,
 )
 from atocore_identity.errors import BadInput
-from atocore_identity.reports import companion_of, file_sha256, load_report
-
-FINISHED = ("applied", "committing")
+from atocore_identity.reports import CHANGED_SOMETHING, companion_of, file_sha256, load_report
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ def load_archive(path: Path, db: Path) -> Archive:
     """The apply report and its companion; BadInput for anything that cannot be reverted."""
     report = load_report(path, "apply")
     status = report.get("status")
-    if status not in FINISHED:
+    if status not in CHANGED_SOMETHING:
         raise BadInput(
             f"report {path} records an apply that changed nothing (status {status!r})",
             "pass the report of an apply that applied (`atocore-identity history` lists them)",

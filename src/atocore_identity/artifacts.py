@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-SQLITE_HEADER = b"SQLite format 3\x00"
+from atocore_identity.database import SQLITE_MAGIC
+
 SIDE_SUFFIXES = ("-journal", "-wal", "-shm")
 
 
@@ -89,7 +90,7 @@ def _read_header(path: Path) -> tuple[bytes, int] | FileState:
 
 def _header_problem(header: bytes, size: int, expected_bytes: int | None) -> str | None:
     """Why the header or the size rules the file out, or None."""
-    if not header.startswith(SQLITE_HEADER) or len(header) < 100:
+    if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
         return "not an SQLite database (no header)"
     if expected_bytes is not None and size != expected_bytes:
         return f"{size} bytes, its report says {expected_bytes}: truncated or replaced"

@@ -5,7 +5,6 @@ fish scripts (Click's, with fixes), registered with Click on import."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -25,8 +24,10 @@ from click.shell_completion import (
     add_completion_class,
 )
 
-from atocore_identity.errors import BadInput
+from atocore_identity.database import SQLITE_MAGIC
+from atocore_identity.errors import BadInput, IdentityError
 from atocore_identity.paths import resolve_db, resolve_registry, resolve_report_dir
+from atocore_identity.reports import CHANGED_SOMETHING, file_sha256
 from atocore_identity.targets import OWNED
 
 # -- completion callbacks -----------------------------------------------------
@@ -35,11 +36,8 @@ from atocore_identity.targets import OWNED
 # _ATOCORE_IDENTITY_COMPLETE set): they never raise, never write, and fall
 # back to the shell's own file completion when they have nothing to offer.
 
-# apply statuses whose report names rows that moved (verify --report, revert)
-APPLIED = ("applied", "committing")
 # A report bigger than this is judged by its file name, not read at <TAB>.
 _READ_LIMIT = 16 * 1024 * 1024
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def _option_value(ctx: click.Context, opt: str) -> Any:
@@ -153,15 +151,15 @@ def _sha256(path: Path | None) -> str | None:
     try:
         if path.stat().st_size > _READ_LIMIT:
             return None
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        return file_sha256(path)
+    except (OSError, IdentityError):  # completion never fails: it offers less
         return None
 
 
 def _is_sqlite(path: Path) -> bool:
     try:
         with path.open("rb") as handle:
-            return handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
     except OSError:
         return False
 
@@ -250,7 +248,7 @@ def _complete_reports(kind: str, ctx: click.Context, incomplete: str) -> list[Co
             if got != kind:
                 continue
             # an apply report judged by its name alone (too big to read) has no status
-            if kind == "apply" and status not in APPLIED and (report or status):
+            if kind == "apply" and status not in CHANGED_SOMETHING and (report or status):
                 continue
             rank = 0
             if kind == "plan" and wanted_sha is not None:

@@ -211,7 +211,6 @@ def open_database(path: Path, *, readonly: bool, busy_timeout: float = 5.0) -> s
         _arm_test_kill(conn)
         conn.execute("PRAGMA temp_store = FILE")
         if not table_exists(conn, "projects"):
-            conn.close()
             raise DatabaseError(
                 f"database {path} has no `projects` table",
                 "is this AtoCore's database? check the --db path",
@@ -219,6 +218,9 @@ def open_database(path: Path, *, readonly: bool, busy_timeout: float = 5.0) -> s
     except sqlite3.Error as exc:
         conn.close()
         raise describe_sqlite_error(path, exc) from None
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

@@ -161,7 +161,9 @@ PROJECT_NAMES = 'SELECT "id", "name" FROM main."projects"'
 SUMMARY = "SELECT kind, state, sel, COUNT(*) FROM temp.rv_rec GROUP BY kind, state, sel"
 LISTED = (
     "SELECT kind, tab, col, k, old, new, state, why FROM temp.rv_rec"
-    " WHERE sel AND state IN ('changed', 'conflict') ORDER BY seq LIMIT ?"
+    # conflicts first: they refuse even with --skip-changed and must be named
+    " WHERE sel AND state IN ('changed', 'conflict') ORDER BY state = 'conflict' DESC, seq"
+    " LIMIT ?"
 )
 RECORDS = (
     "SELECT kind, canonical, tab, col, keycol, k, old, new, state, why FROM temp.rv_rec"

@@ -24,6 +24,9 @@ from atocore_identity.database import read_regular_file
 from atocore_identity.errors import BadInput, Refused
 
 REPORT_VERSION = 1
+# apply statuses whose report names rows that changed ("committing": the
+# process died at COMMIT; the rows tell which way it went)
+CHANGED_SOMETHING = ("applied", "committing")
 
 
 def utc_now() -> datetime:

@@ -27,10 +27,10 @@ from atocore_identity.companion import (
     read_records,
     writing,
 )
-from atocore_identity.database import read_only, table_columns
+from atocore_identity.database import all_tables, read_only, table_columns
 from atocore_identity.errors import BadInput, Refused
 from atocore_identity.registry import Registry, fold
-from atocore_identity.reports import companion_of, ensure_report_dir, unique_path
+from atocore_identity.reports import companion_of, ensure_report_dir, file_sha256, unique_path
 from atocore_identity.survey import Progress, quiet
 from atocore_identity.transaction import (
     RolledBack,
@@ -86,6 +86,7 @@ class RevertResult:
     backup: Path | None = None
     backup_bytes: int = 0
     companion: Path | None = None
+    companion_sha256: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     error: str | None = None
@@ -112,7 +113,7 @@ def build_inverse(
     classify = inverse.classify("state", targets, present, others)
     for sql in classify:
         conn.execute(sql)
-    _name_conflicts(conn)
+    names = _name_conflicts(conn)
     for sql in inverse.CONFLICTS:
         conn.execute(sql)
     writes = inverse.writes(
@@ -129,7 +130,7 @@ def build_inverse(
         "projects": by_kind.get("delete", {}).get("left", 0),
         "project_state": by_kind.get("archived", {}).get("left", 0),
     }
-    statements = [*inverse.SETUP, *inverse.INDEX, *classify, *inverse.CONFLICTS]
+    statements = [*inverse.SETUP, *inverse.INDEX, *classify, *names, *inverse.CONFLICTS]
     return Inverse(
         counts=counts,
         by_kind=by_kind,
@@ -163,10 +164,7 @@ def _rekey_targets(
 ) -> tuple[set[str], list[tuple[str, str, str]], dict[tuple[str, str, str], list[str]]]:
     """The tables that exist (lower case), the rekeyed columns that still
     exist, and for rowid-keyed ones the other columns a row is matched on."""
-    present = {
-        str(r[0]).lower()
-        for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")
-    }
+    present = {t.lower() for t in all_tables(conn)}
     targets = [
         t
         for t in seen.targets
@@ -188,9 +186,10 @@ def _columns(conn: sqlite3.Connection, table: str, archived: list[str]) -> list[
     return [c for c in archived if c in have]
 
 
-def _name_conflicts(conn: sqlite3.Connection) -> None:
+def _name_conflicts(conn: sqlite3.Connection) -> list[str]:
     """A shadow cannot take back its name while another projects row holds it
-    (folded: ``P05`` clashes with ``p05``). Projects rows are few: read them."""
+    (folded: ``P05`` clashes with ``p05``). Projects rows are few: read them.
+    Returns the statement it ran, if any, for the printed script."""
     names: dict[str, list[str]] = {}
     for pid, name in conn.execute(inverse.PROJECT_NAMES):
         if isinstance(name, str):
@@ -200,12 +199,15 @@ def _name_conflicts(conn: sqlite3.Connection) -> None:
         for seq, key, old in conn.execute(inverse.NAMES).fetchall()
         if any(pid != str(key) for pid in names.get(fold(str(old)), []))
     ]
-    if clash:
-        conn.execute(
-            "UPDATE temp.rv_rec SET state = 'conflict',"
-            " why = 'another projects row now holds this name'"
-            f" WHERE seq IN ({', '.join(str(s) for s in clash)})"
-        )
+    if not clash:
+        return []
+    sql = (
+        "UPDATE temp.rv_rec SET state = 'conflict',"
+        " why = 'another projects row now holds this name'"
+        f" WHERE seq IN ({', '.join(str(s) for s in clash)})"
+    )
+    conn.execute(sql)
+    return [sql]
 
 
 def _summary(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
@@ -364,7 +366,16 @@ def _write(
     after = row_counts(conn)
     found = postconditions(conn, inv, before, after)
     result = RevertResult(
-        inv, "committing", before, after, backup, backup_bytes, companion, timings, found
+        inv,
+        "committing",
+        before,
+        after,
+        backup,
+        backup_bytes,
+        companion,
+        file_sha256(companion),
+        timings,
+        found,
     )
     failed = [c for c in found if not c.ok]
     if failed:
@@ -426,27 +437,27 @@ def check_revert_report(
     companion = companion_of(path, report)
     if companion is None or not companion.is_file():
         raise BadInput(f"the record {companion} of {path} is missing")
+    want = report.get("companion_sha256")
+    if want is not None and file_sha256(companion) != want:
+        raise BadInput(f"the record {companion} does not match its report {path} (sha256)")
     for sql in inverse.SETUP:
         conn.execute(sql)
-    targets: dict[tuple[str, str, str], None] = {}
+    seen = Loaded()
 
     def rows() -> Iterator[tuple[Any, ...]]:
         for rec in read_records(companion):
             if isinstance(rec, RevertRecord) and rec.action == "reverted":
                 if rec.kind == "rekey":
-                    targets[(rec.table, rec.column, rec.key_column)] = None
+                    seen.targets[(rec.table, rec.column, rec.key_column)] = None
                 yield (rec.kind, rec.canonical_id, rec.table, rec.column, rec.key_column,
                        rec.key, rec.old, rec.new, None, None, None, 1)  # fmt: skip
 
     conn.executemany(inverse.INSERT, rows())
     for sql in inverse.INDEX:
         conn.execute(sql)
-    present = {
-        str(r[0]).lower()
-        for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")
-    }
-    usable = [t for t in targets if t[0].lower() in present]
-    for sql in inverse.classify("state", usable, present):
+    # the same targets as revert: a column dropped since leaves its rows "changed"
+    present, targets, others = _rekey_targets(conn, seen)
+    for sql in inverse.classify("state", targets, present, others):
         conn.execute(sql)
     total, wrong = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(state IS NOT 'before'), 0) FROM temp.rv_rec"

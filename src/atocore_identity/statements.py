@@ -208,15 +208,13 @@ def rekey_statements(target: Target) -> list[str]:
     """Read once the rows a target's rekey moves; the plan's later steps (status
     counts, de-duplication, fingerprint, companion) read this table instead."""
     col, tab = quote_ident(target.column), quote_ident(target.table)
-    key = "rowid" if target.key == "rowid" else f"t.{quote_ident(target.key)}"
+    key = "t.rowid" if target.key == "rowid" else f"t.{quote_ident(target.key)}"
     extra = (
         ', t."status" AS status, t."updated_at" AS updated_at,'
         ' t."memory_type" AS memory_type, t."content" AS content'
         if target.dedupe
         else ""
     )
-    if target.key == "rowid":
-        key = "t.rowid"
     return [
         f"DROP TABLE IF EXISTS temp.{rekey_table(target)}",
         f"CREATE TEMP TABLE {rekey_table(target)} AS SELECT {key} AS k, n.raw AS raw,"
@@ -267,11 +265,6 @@ def write_statements(plan: Plan) -> list[str]:
             " (SELECT project_row_id FROM temp.ident_groups WHERE role = 'shadow')"
         )
     return out
-
-
-# --------------------------------------------------------------------------
-# build_plan
-# --------------------------------------------------------------------------
 
 
 def _stream(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:

@@ -37,14 +37,10 @@ from atocore_identity.database import (
 from atocore_identity.errors import BadInput
 from atocore_identity.plan_objects import Discovery, Survey
 from atocore_identity.registry import Registry
-from atocore_identity.reports import companion_of, load_report
+from atocore_identity.reports import CHANGED_SOMETHING, companion_of, load_report
 from atocore_identity.reverter import check_revert_report
 from atocore_identity.survey import survey
 from atocore_identity.targets import MissingTarget, Target
-
-# apply statuses whose report names rows that moved (committing: the process
-# died at COMMIT; the row checks tell which way it went)
-MOVED = ("applied", "committing")
 
 
 @dataclass
@@ -147,11 +143,11 @@ def _apply_report_checks(
     result.checks.append(
         Check(
             "the apply report records a finished apply",
-            report["status"] in (*MOVED, "empty"),
+            report["status"] in (*CHANGED_SOMETHING, "empty"),
             f"status {report['status']!r}",
         )
     )
-    if report["status"] not in MOVED:
+    if report["status"] not in CHANGED_SOMETHING:
         return None
     names = [g["canonical_id"] for g in report.get("groups", [])]
     result.checks.append(checks.one_canonical_row(surv, names))

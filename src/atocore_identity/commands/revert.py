@@ -11,7 +11,6 @@ from atocore_identity.commands.base import Inputs, ReportTrail, report_envelope
 from atocore_identity.errors import EXIT_OK, Interrupted, Refused
 from atocore_identity.registry import Registry, load_registry
 from atocore_identity.render import Doc
-from atocore_identity.reports import file_sha256
 from atocore_identity.reverter import (
     Inverse,
     RevertRequest,
@@ -111,7 +110,7 @@ def payload(
                 "bytes": result.backup_bytes,
             },
             "companion": result.companion.name if result.companion else None,
-            "companion_sha256": file_sha256(result.companion) if result.companion else None,
+            "companion_sha256": result.companion_sha256,
             "postconditions": [c.as_dict() for c in result.checks],
             "timings_seconds": {k: round(v, 4) for k, v in result.timings.items()},
         },
