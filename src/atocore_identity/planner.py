@@ -61,9 +61,25 @@ def build_plan(
     missing: list[MissingTarget],
     decisions: Sequence[Decision] = (),
     progress: Progress = quiet,
+    *,
+    discover: bool = False,
+    ignore: Sequence[tuple[str, str]] = (),
 ) -> Plan:
-    """Decide everything the migration will do. Reads only; writes TEMP tables."""
-    surv = survey(conn, registry, targets, missing, progress, memory_statuses=False)
+    """Decide everything the migration will do. Reads only; writes TEMP tables.
+
+    ``discover`` (plan only: never inside apply's transaction) also looks for
+    alias-keyed values in the columns nobody configured: what apply would leave.
+    """
+    surv = survey(
+        conn,
+        registry,
+        targets,
+        missing,
+        progress,
+        memory_statuses=False,
+        discover=discover,
+        ignore=ignore,
+    )
     groups, integrity = _groups(conn, surv)
     progress("planning project_state")
     prepare = _decide_state(conn, surv, groups, decisions)

@@ -23,7 +23,6 @@ from atocore_identity.render import Doc
 from atocore_identity.reports import ensure_report_dir, file_sha256, unique_path
 from atocore_identity.resolutions import load_decisions
 from atocore_identity.statements import apply_script, iter_state_rows, write_statements
-from atocore_identity.survey import discover_columns
 from atocore_identity.targets import resolve_ignored
 
 PREVIEW_ROWS = 200
@@ -80,12 +79,16 @@ def run(
         # inputs first: a bad registry or database is exit 2 whatever the report dir
         ignore = resolve_ignored(s.conn, inputs.ignore, s.targets)
         report_dir = out.parent if out is not None else ensure_report_dir(inputs.report_dir)
-        plan = build_plan(s.conn, s.registry, s.targets, s.missing, decisions, inputs.progress)
-        if inputs.discover:
-            # what apply would leave behind: alias-keyed values in other columns
-            plan.survey.discovery = discover_columns(
-                s.conn, s.registry, s.targets, ignore, inputs.progress
-            )
+        plan = build_plan(
+            s.conn,
+            s.registry,
+            s.targets,
+            s.missing,
+            decisions,
+            inputs.progress,
+            discover=inputs.discover,
+            ignore=ignore,
+        )
         preview: list[dict[str, Any]] = []
         if plan.survey.has_state and plan.groups:
             preview = [_flat(r) for r in islice(iter_state_rows(s.conn), PREVIEW_ROWS)]
