@@ -29,10 +29,10 @@ from atocore_identity.statements import write_statements
 from atocore_identity.survey import Progress, quiet, survey
 from atocore_identity.targets import resolve_targets
 from atocore_identity.transaction import (
-    RolledBack,
     begin_immediate,
     check_and_back_up,
     commit_reported,
+    refuse_failed_checks,
     rollback,
     row_counts,
     write_connection,
@@ -177,10 +177,15 @@ def run_apply(
             committed=lambda r, secs: replace(
                 r, status="applied", timings={**timings, "commit": secs}
             ),
-            failed=lambda r, error: replace(r, status="rolled-back", after=before, error=error),
+            failed=rolled_back(before),
             before_commit=before_commit,
             after_commit=after_commit,
         )
+
+
+def rolled_back(before: dict[str, int]) -> Callable[[ApplyResult, str], ApplyResult]:
+    """How a rolled-back apply reports itself: nothing changed, so after = before."""
+    return lambda r, error: replace(r, status="rolled-back", after=before, error=error)
 
 
 def refuse_if_blocked(plan: Plan, request: ApplyRequest, confirmed: str | None = None) -> None:
@@ -278,11 +283,5 @@ def _migrate(
         timings,
         found,
     )
-    failed = [c for c in found if not c.ok]
-    if failed:
-        rollback(conn)
-        error = "postcondition failed: " + failed[0].name
-        raise RolledBack(
-            "apply", replace(result, status="rolled-back", after=before, error=error), error
-        )
+    refuse_failed_checks(conn, "apply", result, found, rolled_back(before))
     return result

@@ -33,10 +33,10 @@ from atocore_identity.registry import Registry, fold
 from atocore_identity.reports import companion_of, ensure_report_dir, file_sha256, unique_path
 from atocore_identity.survey import Progress, quiet
 from atocore_identity.transaction import (
-    RolledBack,
     begin_immediate,
     check_and_back_up,
     commit_reported,
+    refuse_failed_checks,
     rollback,
     row_counts,
     write_connection,
@@ -247,6 +247,11 @@ def _still_mapped(conn: sqlite3.Connection, registry: Registry) -> list[str]:
     return sorted(out)
 
 
+def rolled_back(before: dict[str, int]) -> Callable[[RevertResult, str], RevertResult]:
+    """How a rolled-back revert reports itself: nothing changed, so after = before."""
+    return lambda r, error: replace(r, status="rolled-back", after=before, error=error)
+
+
 def refuse_if_blocked(inv: Inverse, request: RevertRequest) -> None:
     """Conflicts always refuse; changed rows refuse unless --skip-changed."""
     conflicts = [r for r in inv.listed if r["state"] == "conflict"]
@@ -326,7 +331,7 @@ def run_revert(
             committed=lambda r, secs: replace(
                 r, status="reverted", timings={**timings, "commit": secs}
             ),
-            failed=lambda r, error: replace(r, status="rolled-back", after=before, error=error),
+            failed=rolled_back(before),
             before_commit=before_commit,
             after_commit=after_commit,
         )
@@ -377,13 +382,7 @@ def _write(
         timings,
         found,
     )
-    failed = [c for c in found if not c.ok]
-    if failed:
-        rollback(conn)
-        error = "postcondition failed: " + failed[0].name
-        raise RolledBack(
-            "revert", replace(result, status="rolled-back", after=before, error=error), error
-        )
+    refuse_failed_checks(conn, "revert", result, found, rolled_back(before))
     return result
 
 

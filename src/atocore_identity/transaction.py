@@ -13,11 +13,12 @@ import contextlib
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from atocore_identity.checks import Check
 from atocore_identity.database import (
     all_tables,
     backup_to,
@@ -201,6 +202,22 @@ class RolledBack(Refused, Generic[R]):
             hint or "this is a bug in atocore-identity; keep the reports and open an issue",
         )
         self.result = result
+
+
+def refuse_failed_checks(
+    conn: sqlite3.Connection,
+    what: str,
+    pending: R,
+    found: Sequence[Check],
+    failed: Callable[[R, str], R],
+) -> None:
+    """Before COMMIT: any failed postcondition rolls back and raises RolledBack
+    with ``failed(pending, error)`` for the report that says so."""
+    bad = [c for c in found if not c.ok]
+    if bad:
+        rollback(conn)
+        error = "postcondition failed: " + bad[0].name
+        raise RolledBack(what, failed(pending, error), error)
 
 
 def commit_reported(
