@@ -38,12 +38,12 @@ from atocore_identity.errors import (
     EXIT_SIGINT,
     IdentityError,
     Interrupted,
-    Refused,
 )
 from atocore_identity.interaction import (
     Phases,
     confirm_on_terminal,
     confirm_revert,
+    confirmer,
     is_terminal,
     prompt_choice,
 )
@@ -62,7 +62,6 @@ from atocore_identity.options import (
 from atocore_identity.paths import resolve_db, resolve_registry, resolve_report_dir
 from atocore_identity.render import emit
 from atocore_identity.resolutions import KEEP_RULES
-from atocore_identity.reverter import RevertRequest
 from atocore_identity.targets import Config, load_config
 
 
@@ -238,17 +237,9 @@ def apply(
     no_backup: bool,
 ) -> int:
     """Migrate in one transaction, with a backup and postcondition checks."""
-    if yes:
-        confirm = None
-    elif is_terminal():
-        confirm = confirm_on_terminal
-    else:
-        raise Refused("no terminal to confirm on", "pass --yes to apply without a prompt")
+    confirm = confirmer(yes, confirm_on_terminal, "apply")
     options = apply_cmd.ApplyOptions(plan_file, resolutions, allow_empty, not no_backup)
-    if confirm is None:
-        with run.phases.running():
-            outcome = apply_cmd.run(run.inputs, options, confirm)
-    else:
+    with run.phases.running(bar=confirm is None):
         outcome = apply_cmd.run(run.inputs, options, confirm)
     if outcome.warning:
         click.echo(f"Warning: {outcome.warning}", err=True)
@@ -327,30 +318,15 @@ def revert(
     no_backup: bool,
 ) -> int:
     """Undo an apply from its report and archive, keeping every row written since."""
-    request = RevertRequest(
-        report=apply_report,
-        report_dir=run.inputs.report_dir,
-        busy_timeout=run.inputs.busy_timeout,
-        projects=projects,
-        skip_changed=skip_changed,
-        backup=not no_backup,
-    )
-    confirm = None
-    if fmt == "sql":
-        dry_run = True
-    if not dry_run and not yes:
-        if not is_terminal():
-            raise Refused("no terminal to confirm on", "pass --yes to revert without a prompt")
-        confirm = confirm_revert
-    if confirm is None:
-        with run.phases.running():
-            outcome = revert_cmd.run(run.inputs, request, confirm, dry_run)
-    else:
-        outcome = revert_cmd.run(run.inputs, request, confirm, dry_run)
+    dry_run = dry_run or fmt == "sql"  # the script is printed, not run
+    options = revert_cmd.RevertOptions(apply_report, projects, skip_changed, not no_backup, dry_run)
+    confirm = None if dry_run else confirmer(yes, confirm_revert, "revert")
+    with run.phases.running(bar=confirm is None):
+        outcome = revert_cmd.run(run.inputs, options, confirm)
     if outcome.warning:
         click.echo(f"Warning: {outcome.warning}", err=True)
     if fmt == "sql":
-        click.echo(revert_cmd.sql_script(outcome.result.inverse, request), nl=False)
+        click.echo(outcome.script, nl=False)
     else:
         emit(revert_cmd.view(outcome), fmt, outcome.payload)
     return outcome.exit_code

@@ -8,8 +8,9 @@ whether to apply or revert. stdout stays for the result alone.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import click
 from rich.console import Console
@@ -24,9 +25,12 @@ from rich.progress import (
 
 from atocore_identity.commands import plan as plan_cmd
 from atocore_identity.commands import revert as revert_cmd
+from atocore_identity.errors import Refused
 from atocore_identity.plan_objects import Collision, Plan
 from atocore_identity.render import Doc, emit
 from atocore_identity.reverter import Inverse
+
+T = TypeVar("T")
 
 
 def stderr_console() -> Console:
@@ -51,8 +55,10 @@ class Phases:
             click.echo(f"atocore-identity: {phase}", err=True)
 
     @contextmanager
-    def running(self) -> Iterator[Phases]:
-        if not self.live:
+    def running(self, bar: bool = True) -> Iterator[Phases]:
+        """Show the bar while the block runs; ``bar=False`` while a prompt may
+        come (a live bar would redraw over the question)."""
+        if not self.live or not bar:
             yield self
             return
         columns = (
@@ -69,6 +75,16 @@ class Phases:
             finally:
                 self.progress = None
                 self.task = None
+
+
+def confirmer(yes: bool, ask: Callable[[T], bool], command: str) -> Callable[[T], bool] | None:
+    """None with --yes (do not ask), ``ask`` on a terminal; off a terminal
+    without --yes, a refusal: nobody could answer."""
+    if yes:
+        return None
+    if not is_terminal():
+        raise Refused("no terminal to confirm on", f"pass --yes to {command} without a prompt")
+    return ask
 
 
 def is_terminal() -> bool:

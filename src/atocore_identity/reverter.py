@@ -252,6 +252,21 @@ def rolled_back(before: dict[str, int]) -> Callable[[RevertResult, str], RevertR
     return lambda r, error: replace(r, status="rolled-back", after=before, error=error)
 
 
+def revert_script(inv: Inverse, report: Path) -> str:
+    """The SQL revert runs, for a DBA to review (revert --format sql)."""
+    lines = [
+        "-- atocore-identity revert script",
+        f"-- temp.rv_rec is loaded from the archive of {report}",
+        "-- (one row per record; see docs/reports.md), then classified and written back.",
+        "BEGIN IMMEDIATE;",
+        *[s + ";" for s in inv.statements],
+        "-- the writes",
+        *[s + ";" for s in inv.writes],
+        "COMMIT;",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def refuse_if_blocked(inv: Inverse, request: RevertRequest) -> None:
     """Conflicts always refuse; changed rows refuse unless --skip-changed."""
     conflicts = [r for r in inv.listed if r["state"] == "conflict"]

@@ -16,6 +16,7 @@ from atocore_identity.reverter import (
     RevertRequest,
     RevertResult,
     dry_run,
+    revert_script,
     run_revert,
 )
 from atocore_identity.transaction import RolledBack
@@ -36,23 +37,48 @@ class RevertOutcome:
     payload: dict[str, Any]
     report: Path | None  # None for --dry-run
     warning: str | None = None
+    script: str = ""  # the SQL revert runs (--format sql), for a dry run
     exit_code: int = EXIT_OK
+
+
+@dataclass(frozen=True)
+class RevertOptions:
+    """revert's own options, as the CLI parsed them."""
+
+    report: Path
+    projects: tuple[str, ...] = ()
+    skip_changed: bool = False
+    backup: bool = True
+    dry_run: bool = False  # --dry-run, or --format sql: print, change nothing
+
+
+def request_of(inputs: Inputs, options: RevertOptions) -> RevertRequest:
+    return RevertRequest(
+        report=options.report,
+        report_dir=inputs.report_dir,
+        busy_timeout=inputs.busy_timeout,
+        projects=options.projects,
+        skip_changed=options.skip_changed,
+        backup=options.backup,
+    )
 
 
 def run(
     inputs: Inputs,
-    request: RevertRequest,
+    options: RevertOptions,
     confirm: Callable[[Inverse], bool] | None,
-    dry: bool = False,
 ) -> RevertOutcome:
     registry = load_registry(inputs.registry)
+    request = request_of(inputs, options)
+    dry = options.dry_run
 
     def doc(result: RevertResult) -> dict[str, Any]:
         return payload(inputs, registry, result, request)
 
     if dry:
         result = dry_run(inputs.db, registry, request, inputs.progress)
-        return RevertOutcome(result, doc(result), None)
+        script = revert_script(result.inverse, request.report)
+        return RevertOutcome(result, doc(result), None, script=script)
     trail = ReportTrail(inputs, "revert")
     try:
         result = run_revert(
@@ -140,20 +166,6 @@ def confirm_text(inv: Inverse) -> str:
         f"About to revert {inv.to_revert} row(s) the apply changed"
         f" ({inv.counts.get('changed', 0)} changed since will be left as they are)."
     )
-
-
-def sql_script(inv: Inverse, request: RevertRequest) -> str:
-    lines = [
-        "-- atocore-identity revert script",
-        f"-- temp.rv_rec is loaded from the archive of {request.report}",
-        "-- (one row per record; see docs/reports.md), then classified and written back.",
-        "BEGIN IMMEDIATE;",
-        *[s + ";" for s in inv.statements],
-        "-- the writes",
-        *[s + ";" for s in inv.writes],
-        "COMMIT;",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def view(o: RevertOutcome) -> Doc:
