@@ -15,12 +15,11 @@ from atocore_identity.applier import (
 )
 from atocore_identity.commands.base import Inputs, ReportTrail, report_envelope
 from atocore_identity.commands.plan import groups_payload, plan_summary
-from atocore_identity.errors import EXIT_OK, Interrupted, Refused
+from atocore_identity.errors import EXIT_OK
 from atocore_identity.plan_objects import Plan
 from atocore_identity.registry import Registry, load_registry
 from atocore_identity.render import Doc
 from atocore_identity.resolutions import load_decisions
-from atocore_identity.transaction import RolledBack
 
 
 @dataclass
@@ -65,36 +64,21 @@ def run(
 ) -> ApplyOutcome:
     registry = load_registry(inputs.registry)
     request = _request(inputs, options)
-    trail = ReportTrail(inputs, "apply")
 
     def doc(result: ApplyResult) -> dict[str, Any]:
         return payload(inputs, registry, result, request)
 
-    try:
-        result = run_apply(
-            inputs.db,
-            registry,
-            request,
-            confirm,
-            lambda pending: trail.before_commit(doc(pending)),
-            lambda applied: trail.after_commit(doc(applied)),
-            inputs.progress,
-        )
-    except RolledBack as exc:
-        trail.rolled_back(doc(exc.result))
-        raise
-    except (Refused, Interrupted, KeyboardInterrupt) as exc:
-        trail.attempt(
-            registry,
-            exc,
-            {
-                "plan_file": str(request.plan_file) if request.plan_file else None,
-                "resolutions": str(request.resolutions) if request.resolutions else None,
-            },
-        )
-        raise
-    final = doc(result)
-    report, warning = trail.final(final)
+    result, final, report, warning = ReportTrail(inputs, "apply").record(
+        registry,
+        lambda before, after: run_apply(
+            inputs.db, registry, request, confirm, before, after, inputs.progress
+        ),
+        doc,
+        {
+            "plan_file": str(request.plan_file) if request.plan_file else None,
+            "resolutions": str(request.resolutions) if request.resolutions else None,
+        },
+    )
     return ApplyOutcome(result, final, report, warning)
 
 

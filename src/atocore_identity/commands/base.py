@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from atocore_identity.database import describe_sqlite_error, read_only
-from atocore_identity.errors import Refused
+from atocore_identity.errors import Interrupted, Refused
 from atocore_identity.registry import Registry, load_registry
 from atocore_identity.reports import (
     ensure_report_dir,
@@ -23,6 +23,9 @@ from atocore_identity.reports import (
 )
 from atocore_identity.survey import Progress, quiet
 from atocore_identity.targets import MissingTarget, Target, resolve_targets
+from atocore_identity.transaction import RolledBack
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,30 @@ class ReportTrail:
         with contextlib.suppress(Refused, OSError):
             ensure_report_dir(self.inputs.report_dir)
             publish_report(self.inputs, f"{status}-{self.kind}", doc)
+
+    def record(
+        self,
+        registry: Registry,
+        write: Callable[[Callable[[R], None], Callable[[R], None]], R],
+        doc: Callable[[R], dict[str, Any]],
+        attempt: dict[str, Any],
+    ) -> tuple[R, dict[str, Any], Path, str | None]:
+        """Run ``write(before_commit, after_commit)`` with its report kept at
+        every step; returns (result, final report, its path, any warning)."""
+        try:
+            result = write(
+                lambda pending: self.before_commit(doc(pending)),
+                lambda done: self.after_commit(doc(done)),
+            )
+        except RolledBack as exc:
+            self.rolled_back(doc(exc.result))
+            raise
+        except (Refused, Interrupted, KeyboardInterrupt) as exc:
+            self.attempt(registry, exc, attempt)
+            raise
+        final = doc(result)
+        report, warning = self.final(final)
+        return result, final, report, warning
 
     def final(self, doc: dict[str, Any]) -> tuple[Path, str | None]:
         """The report path (published now when nothing was committed) and any warning."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from atocore_identity.commands.base import Inputs, ReportTrail, report_envelope
-from atocore_identity.errors import EXIT_OK, Interrupted, Refused
+from atocore_identity.errors import EXIT_OK
 from atocore_identity.registry import Registry, load_registry
 from atocore_identity.render import Doc
 from atocore_identity.reverter import (
@@ -19,7 +19,6 @@ from atocore_identity.reverter import (
     revert_script,
     run_revert,
 )
-from atocore_identity.transaction import RolledBack
 
 KINDS = {
     "delete": "shadow projects rows restored",
@@ -79,26 +78,14 @@ def run(
         result = dry_run(inputs.db, registry, request, inputs.progress)
         script = revert_script(result.inverse, request.report)
         return RevertOutcome(result, doc(result), None, script=script)
-    trail = ReportTrail(inputs, "revert")
-    try:
-        result = run_revert(
-            inputs.db,
-            registry,
-            request,
-            confirm,
-            lambda pending: trail.before_commit(doc(pending)),
-            lambda done: trail.after_commit(doc(done)),
-            inputs.progress,
-        )
-    except RolledBack as exc:
-        trail.rolled_back(doc(exc.result))
-        raise
-    except (Refused, Interrupted, KeyboardInterrupt) as exc:
-        details = {"apply_report": str(request.report), "projects": list(request.projects)}
-        trail.attempt(registry, exc, details)
-        raise
-    final = doc(result)
-    report, warning = trail.final(final)
+    result, final, report, warning = ReportTrail(inputs, "revert").record(
+        registry,
+        lambda before, after: run_revert(
+            inputs.db, registry, request, confirm, before, after, inputs.progress
+        ),
+        doc,
+        {"apply_report": str(request.report), "projects": list(request.projects)},
+    )
     return RevertOutcome(result, final, report, warning)
 
 
