@@ -32,11 +32,11 @@ from atocore_identity.transaction import (
     begin_immediate,
     check_and_back_up,
     commit_reported,
+    execute_writes,
     refuse_failed_checks,
     rollback,
     row_counts,
     write_connection,
-    write_failed,
 )
 
 
@@ -258,12 +258,7 @@ def _migrate(
 
     say("migrating")
     t0 = time.perf_counter()
-    try:
-        for sql in write_statements(plan):
-            conn.execute(sql)
-    except sqlite3.Error as exc:
-        rollback(conn)
-        raise write_failed(db, exc, "apply") from None
+    execute_writes(conn, db, write_statements(plan), "apply")
     timings["write"] = time.perf_counter() - t0
 
     say("checking postconditions")

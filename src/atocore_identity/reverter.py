@@ -36,11 +36,11 @@ from atocore_identity.transaction import (
     begin_immediate,
     check_and_back_up,
     commit_reported,
+    execute_writes,
     refuse_failed_checks,
     rollback,
     row_counts,
     write_connection,
-    write_failed,
 )
 
 LISTED = 50  # changed rows and conflicts named in the refusal and the report
@@ -375,12 +375,7 @@ def _write(
         ) from None
     say("reverting")
     t0 = time.perf_counter()
-    try:
-        for sql in inv.writes:
-            conn.execute(sql)
-    except sqlite3.Error as exc:
-        rollback(conn)
-        raise write_failed(db, exc, "revert") from None
+    execute_writes(conn, db, inv.writes, "revert")
     timings["write"] = time.perf_counter() - t0
     say("checking postconditions")
     after = row_counts(conn)

@@ -166,7 +166,20 @@ def commit(conn: sqlite3.Connection, db: Path, busy_timeout: float) -> None:
         raise CommitFailed(f"COMMIT failed: {code}: {text}", hint) from None
 
 
-def write_failed(db: Path, exc: sqlite3.Error, what: str) -> DatabaseError | Refused:
+def execute_writes(
+    conn: sqlite3.Connection, db: Path, statements: Sequence[str], what: str
+) -> None:
+    """Run the write statements in order; on an SQLite error roll back and
+    raise the error for a person (a corrupt file, a full disk, a refusal)."""
+    try:
+        for sql in statements:
+            conn.execute(sql)
+    except sqlite3.Error as exc:
+        rollback(conn)
+        raise _write_failed(db, exc, what) from None
+
+
+def _write_failed(db: Path, exc: sqlite3.Error, what: str) -> DatabaseError | Refused:
     """A statement of the write phase failed; the caller has rolled back."""
     error = describe_sqlite_error(db, exc)
     if "corrupt" in error.message:
