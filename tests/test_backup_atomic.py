@@ -2,7 +2,7 @@
 
 A file under a final ``backup-*.db`` name is always a complete copy: the copy
 is made in a private ``.tmp-*.db`` file beside it and only linked to its name
-once finished, checked and fsynced (database.backup_to). The faults are real:
+once finished, checked and fsynced (backup.backup_to). The faults are real:
 the kernel kills the copying process mid-write (RLIMIT_FSIZE with SIGXFSZ at
 its default action), or the process SIGKILLs itself between the copy and the
 publication (database.py's VM-step test hook). The runbook's restore,
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from atocore_identity import database
-from atocore_identity.database import backup_to
+from atocore_identity.backup import backup_to
 from atocore_identity.errors import Refused
 from conftest import (
     DEFAULT_REGISTRY,
@@ -69,7 +69,7 @@ def integrity(path: Path) -> list[str]:
 BACKUP_CHILD = r"""
 import resource, signal, sys
 from pathlib import Path
-from atocore_identity.database import backup_to
+from atocore_identity.backup import backup_to
 limit = int(sys.argv[3])
 if limit:
     # The kernel kills the process when a write passes the limit: a hard

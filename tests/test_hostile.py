@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from atocore_identity.database import create_private_file
+from atocore_identity.backup import create_private_file
 from atocore_identity.reports import write_json_atomic
 from conftest import build_db, content_digest, run_cli, write_registry
 from model import expected, load
@@ -308,7 +308,7 @@ def test_create_private_file_refuses_a_planted_path(
     with pytest.raises(Exception) as raised:
         create_private_file(path)
     reliability(
-        f"backup path is a pre-existing {what} (database.create_private_file)",
+        f"backup path is a pre-existing {what} (backup.create_private_file)",
         f"raised {type(raised.value).__name__}: {raised.value}; nothing touched:"
         f" {snapshot(path, victim) == before}",
     )

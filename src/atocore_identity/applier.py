@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from atocore_identity import checks
+from atocore_identity.background import Background
 from atocore_identity.checks import Check
 from atocore_identity.companion import write_plan_records
 from atocore_identity.errors import BadInput, Refused
@@ -29,8 +30,9 @@ from atocore_identity.statements import write_statements
 from atocore_identity.survey import Progress, quiet, survey
 from atocore_identity.targets import resolve_targets
 from atocore_identity.transaction import (
+    backed_up,
     begin_immediate,
-    check_and_back_up,
+    checking_file,
     commit_reported,
     execute_writes,
     refuse_failed_checks,
@@ -156,18 +158,21 @@ def run_apply(
             confirmed = preview.fingerprint
         progress("waiting for the write lock")
         timings = {"lock_wait": begin_immediate(conn, db, request.busy_timeout)}
-        t0 = time.perf_counter()
-        plan = build_plan(conn, registry, targets, missing, request.decisions, progress)
-        timings["plan"] = time.perf_counter() - t0
-        refuse_if_blocked(plan, request, confirmed)
-        before = row_counts(conn)
-        if plan.is_empty:
-            rollback(conn)
-            note = None
-            if request.plan_fingerprint is not None:
-                note = "nothing to migrate: the database already is in this plan's end state"
-            return ApplyResult(plan, "empty", before, before, timings=timings, note=note)
-        result = _migrate(conn, db, plan, registry, request, before, timings, progress)
+        with checking_file(db, request.busy_timeout) as file_check:
+            t0 = time.perf_counter()
+            plan = build_plan(conn, registry, targets, missing, request.decisions, progress)
+            timings["plan"] = time.perf_counter() - t0
+            refuse_if_blocked(plan, request, confirmed)
+            before = row_counts(conn)
+            if plan.is_empty:
+                rollback(conn)
+                note = None
+                if request.plan_fingerprint is not None:
+                    note = "nothing to migrate: the database already is in this plan's end state"
+                return ApplyResult(plan, "empty", before, before, timings=timings, note=note)
+            result = _migrate(
+                conn, db, plan, registry, request, before, timings, progress, file_check
+            )
         return commit_reported(
             conn,
             db,
@@ -246,20 +251,21 @@ def _migrate(
     before: dict[str, int],
     timings: dict[str, float],
     say: Progress,
+    file_check: Background[None],
 ) -> ApplyResult:
     """Back up, archive, write, check. Returns a ``committing`` result or raises."""
     report_dir = request.report_dir if request.backup else None
-    backup, backup_bytes = check_and_back_up(conn, db, report_dir, timings, say)
+    with backed_up(db, file_check, report_dir, timings, say) as backing:
+        say("recording the archive")
+        t0 = time.perf_counter()
+        companion = _write_archive(conn, plan, request.report_dir)
+        timings["archive"] = time.perf_counter() - t0
 
-    say("recording the archive")
-    t0 = time.perf_counter()
-    companion = _write_archive(conn, plan, request.report_dir)
-    timings["archive"] = time.perf_counter() - t0
-
-    say("migrating")
-    t0 = time.perf_counter()
-    execute_writes(conn, db, write_statements(plan), "apply")
-    timings["write"] = time.perf_counter() - t0
+        say("migrating")
+        t0 = time.perf_counter()
+        execute_writes(conn, db, write_statements(plan), "apply")
+        timings["write"] = time.perf_counter() - t0
+        backup, backup_bytes = backing.publish()
 
     say("checking postconditions")
     t0 = time.perf_counter()

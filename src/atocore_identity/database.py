@@ -1,11 +1,11 @@
-"""SQLite access: opening safely, introspection, SQL quoting and backups.
+"""SQLite access: opening safely, introspection and SQL quoting.
 
 Nothing here knows the migration's rules. It opens an existing database
 (never creating one), read-only for the read commands, and turns every way a
 file can be unusable into a DatabaseError with one clear line.
 
 Test hook: when ``ATOCORE_IDENTITY_TEST_KILL_AFTER_STEPS`` is set to N > 0,
-every connection this module opens counts SQLite VM instructions in steps of
+every connection opened here or in ``backup.py`` counts SQLite VM instructions in steps of
 1000, summed over the process, and the process SIGKILLs itself at the N-th
 step (tests/test_kill_random.py); N = 0 only counts (``vm_kilosteps``).
 Unset, it costs nothing.
@@ -14,16 +14,16 @@ Unset, it costs nothing.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import sqlite3
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from atocore_identity.errors import BadInput, DatabaseError, DatabaseLocked, Refused
+from atocore_identity.errors import BadInput, DatabaseError, DatabaseLocked
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -153,9 +153,15 @@ def describe_sqlite_error(path: Path, exc: sqlite3.Error) -> DatabaseError:
     return DatabaseError(f"database {path}: {text}")
 
 
-def _uri(path: Path, mode: str) -> str:
+def sqlite_uri(path: Path, mode: str) -> str:
     return f"file:{quote(str(path.absolute()))}?mode={mode}"
 
+
+# Planning probes its TEMP tables (the twin ranking: every active memory looks
+# up the rekeyed ones) far more than SQLite's default 2 MiB temp cache holds
+# at a million rows; 8 MiB takes about a third off that statement.
+# transaction.execute_writes gives the memory back before the writes.
+TEMP_CACHE_KIB = 8192
 
 TEST_KILL_ENV = "ATOCORE_IDENTITY_TEST_KILL_AFTER_STEPS"
 _KILOSTEP = 1000
@@ -167,29 +173,40 @@ def vm_kilosteps() -> int:
     return _kilosteps_seen
 
 
-def _arm_test_kill(conn: sqlite3.Connection) -> None:
-    """Install the SIGKILL test hook (module docstring) if its variable is set."""
+def watch(conn: sqlite3.Connection, stop: threading.Event | None = None) -> None:
+    """Install the connection's progress handler: the SIGKILL test hook (module
+    docstring) when its variable is set, and ``stop``, which interrupts the
+    statement in flight once set (a background job being cancelled)."""
     raw = os.environ.get(TEST_KILL_ENV)
-    if raw is None:
+    limit: int | None = None
+    if raw is not None:
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = -1
+        if limit < 0:
+            raise DatabaseError(f"{TEST_KILL_ENV} must be a whole number, got {raw!r}")
+    if limit is None and stop is None:
         return
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = -1
-    if limit < 0:
-        raise DatabaseError(f"{TEST_KILL_ENV} must be a whole number, got {raw!r}")
 
     def tick() -> int:
         global _kilosteps_seen
-        _kilosteps_seen += 1
-        if limit and _kilosteps_seen >= limit:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return 0
+        if limit is not None:
+            _kilosteps_seen += 1
+            if limit and _kilosteps_seen >= limit:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return 1 if stop is not None and stop.is_set() else 0
 
     conn.set_progress_handler(tick, _KILOSTEP)
 
 
-def open_database(path: Path, *, readonly: bool, busy_timeout: float = 5.0) -> sqlite3.Connection:
+def open_database(
+    path: Path,
+    *,
+    readonly: bool,
+    busy_timeout: float = 5.0,
+    stop: threading.Event | None = None,
+) -> sqlite3.Connection:
     """Open an existing AtoCore database; never create one.
 
     Read-only connections use ``mode=ro`` so neither the file, its mtime nor
@@ -199,7 +216,7 @@ def open_database(path: Path, *, readonly: bool, busy_timeout: float = 5.0) -> s
     _check_file(path)
     try:
         conn = sqlite3.connect(
-            _uri(path, "ro" if readonly else "rw"),
+            sqlite_uri(path, "ro" if readonly else "rw"),
             uri=True,
             timeout=busy_timeout,
             isolation_level=None,  # we issue BEGIN/COMMIT ourselves
@@ -208,8 +225,9 @@ def open_database(path: Path, *, readonly: bool, busy_timeout: float = 5.0) -> s
     except sqlite3.Error as exc:
         raise describe_sqlite_error(path, exc) from None
     try:
-        _arm_test_kill(conn)
+        watch(conn, stop)
         conn.execute("PRAGMA temp_store = FILE")
+        conn.execute(f"PRAGMA temp.cache_size = {-TEMP_CACHE_KIB}")
         if not table_exists(conn, "projects"):
             raise DatabaseError(
                 f"database {path} has no `projects` table",
@@ -255,13 +273,27 @@ def read_only(path: Path, busy_timeout: float = 5.0) -> Iterator[sqlite3.Connect
 
 def _tidy_wal(path: Path) -> None:
     try:
-        conn = sqlite3.connect(_uri(path, "rw"), uri=True, timeout=0)
+        conn = sqlite3.connect(sqlite_uri(path, "rw"), uri=True, timeout=0)
         try:
             conn.execute("SELECT COUNT(*) FROM main.sqlite_master").fetchone()
         finally:
             conn.close()
     except sqlite3.Error:
         pass  # read-only file or directory, or another process has it open
+
+
+def main_file(conn: sqlite3.Connection) -> Path | None:
+    """The file behind ``conn``'s main schema; None for a database in memory."""
+    for _, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return Path(file) if file else None
+    return None
+
+
+def busy_timeout_of(conn: sqlite3.Connection) -> float:
+    """``conn``'s busy timeout in seconds, for a second connection to wait as long."""
+    (ms,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    return int(ms) / 1000
 
 
 def quick_check(conn: sqlite3.Connection, path: Path) -> None:
@@ -329,125 +361,3 @@ def traced(conn: sqlite3.Connection, sink: Callable[[str], None]) -> Iterator[No
         yield
     finally:
         conn.set_trace_callback(None)
-
-
-def create_private_file(path: Path) -> None:
-    """Create an empty file readable by its owner only; never follow or reuse a path.
-
-    O_EXCL refuses an existing file and also a symlink planted at the path.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise Refused(
-            f"{path} already exists; refusing to overwrite or follow it",
-            "move it away or choose another --report-dir",
-        ) from None
-    except OSError as exc:
-        raise Refused(
-            f"cannot create {path}: {exc.strerror}",
-            "check that --report-dir is writable",
-        ) from None
-    os.close(fd)
-
-
-def backup_to(db: Path, target: Path) -> int:
-    """A consistent copy through SQLite's backup API; returns its size in bytes.
-
-    apply calls this after BEGIN IMMEDIATE and before its first write. The
-    copy is read through a second, read-only connection: SQLite refuses to
-    back up from a connection that holds a write transaction, and while apply
-    holds the write lock nobody else can commit, so the second connection sees
-    exactly the state the plan was built from.
-
-    A file under ``target``'s name is always a complete copy, whenever the
-    process dies: the copy is made in a private ``.tmp-*.db`` file beside it
-    (journal_mode OFF, so it never has a -journal or -wal of its own), checked
-    with PRAGMA quick_check, fsynced, then hard-linked to ``target`` (which
-    fails rather than overwrite anything, a symlink included) and the directory
-    fsynced. On any failure the temporary file is removed.
-    """
-    if target.exists() or target.is_symlink():
-        raise Refused(
-            f"{target} already exists; refusing to overwrite or follow it",
-            "move it away or choose another --report-dir",
-        )
-    tmp = target.parent / f".tmp-{secrets.token_hex(8)}.db"
-    try:
-        # created inside the try: a signal right after the open still removes it
-        create_private_file(tmp)
-        _copy_into(db, tmp)
-        _fsync_path(tmp, os.O_RDONLY)
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            raise Refused(
-                f"{target} already exists; refusing to overwrite or follow it",
-                "move it away or choose another --report-dir",
-            ) from None
-        tmp.unlink()
-        _fsync_path(target.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except sqlite3.Error as exc:
-        _discard(tmp)
-        raise Refused(
-            f"backup to {target} failed: {exc}; nothing was changed",
-            "free space in --report-dir or pass --no-backup if you have your own",
-        ) from None
-    except OSError as exc:
-        _discard(tmp)
-        raise Refused(
-            f"backup to {target} failed: {exc.strerror or exc}; nothing was changed",
-            "free space in --report-dir or pass --no-backup if you have your own",
-        ) from None
-    except BaseException:
-        _discard(tmp)
-        raise
-    return target.stat().st_size
-
-
-def _copy_into(db: Path, tmp: Path) -> None:
-    """Copy ``db`` into the empty file ``tmp`` and check the copy."""
-    source = sqlite3.connect(_uri(db, "ro"), uri=True)
-    try:
-        _arm_test_kill(source)
-        dest = sqlite3.connect(_uri(tmp, "rw"), uri=True, isolation_level=None)
-        try:
-            # No rollback journal or WAL for the copy: if the process dies the
-            # whole temporary file is debris anyway, and nothing named after it
-            # may be left beside it.
-            dest.execute("PRAGMA journal_mode = OFF")
-            source.backup(dest, pages=0)
-        finally:
-            dest.close()
-    finally:
-        source.close()
-    # The copy of a WAL database is flagged WAL too, and any ordinary
-    # connection to it would create -wal and -shm files. Nobody else knows the
-    # private temporary file, so it is checked as immutable: no side files.
-    check = sqlite3.connect(f"{_uri(tmp, 'ro')}&immutable=1", uri=True)
-    try:
-        _arm_test_kill(check)
-        found = [str(r[0]) for r in check.execute("PRAGMA main.quick_check(5)")]
-    finally:
-        check.close()
-    if found != ["ok"]:
-        raise sqlite3.DatabaseError("the copy fails quick_check: " + "; ".join(found))
-    for suffix in ("-journal", "-wal", "-shm"):
-        side = Path(str(tmp) + suffix)
-        if side.exists():
-            raise sqlite3.DatabaseError(f"the copy left {side.name} behind")
-
-
-def _discard(tmp: Path) -> None:
-    """Remove a temporary copy and any side file SQLite gave it."""
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        Path(str(tmp) + suffix).unlink(missing_ok=True)
-
-
-def _fsync_path(path: Path, flags: int) -> None:
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,6 +21,7 @@ from typing import Any
 
 from atocore_identity import inverse
 from atocore_identity.archive import Archive, Loaded, archive_rows, check_counts, load_archive
+from atocore_identity.background import Background
 from atocore_identity.checks import Check, rows_conserved
 from atocore_identity.companion import (
     RevertRecord,
@@ -33,8 +34,9 @@ from atocore_identity.registry import Registry, fold
 from atocore_identity.reports import companion_of, ensure_report_dir, file_sha256, unique_path
 from atocore_identity.survey import Progress, quiet
 from atocore_identity.transaction import (
+    backed_up,
     begin_immediate,
-    check_and_back_up,
+    checking_file,
     commit_reported,
     execute_writes,
     refuse_failed_checks,
@@ -323,20 +325,21 @@ def run_revert(
             confirmed = preview.digest
         progress("waiting for the write lock")
         timings = {"lock_wait": begin_immediate(conn, db, request.busy_timeout)}
-        t0 = time.perf_counter()
-        inv = build_inverse(conn, archive, registry, request.projects, progress)
-        timings["inverse"] = time.perf_counter() - t0
-        if confirmed is not None and confirmed != inv.digest:
-            raise Refused(
-                "the database changed between the confirmation and the write lock",
-                "run revert again and review the new counts",
-            )
-        refuse_if_blocked(inv, request)
-        before = row_counts(conn)
-        if not inv.to_revert:
-            rollback(conn)
-            return RevertResult(inv, "empty", before, before, timings=timings)
-        result = _write(conn, db, inv, request, before, timings, progress)
+        with checking_file(db, request.busy_timeout) as file_check:
+            t0 = time.perf_counter()
+            inv = build_inverse(conn, archive, registry, request.projects, progress)
+            timings["inverse"] = time.perf_counter() - t0
+            if confirmed is not None and confirmed != inv.digest:
+                raise Refused(
+                    "the database changed between the confirmation and the write lock",
+                    "run revert again and review the new counts",
+                )
+            refuse_if_blocked(inv, request)
+            before = row_counts(conn)
+            if not inv.to_revert:
+                rollback(conn)
+                return RevertResult(inv, "empty", before, before, timings=timings)
+            result = _write(conn, db, inv, request, before, timings, progress, file_check)
         return commit_reported(
             conn,
             db,
@@ -360,23 +363,25 @@ def _write(
     before: dict[str, int],
     timings: dict[str, float],
     say: Progress,
+    file_check: Background[None],
 ) -> RevertResult:
     """Back up, record, write the inverse, check. Returns a ``committing`` result."""
     report_dir = request.report_dir if request.backup else None
-    backup, backup_bytes = check_and_back_up(conn, db, report_dir, timings, say)
-    say("recording what revert does")
-    companion_path, _ = unique_path(request.report_dir, "revert", ".rows.jsonl.gz")
-    try:
-        companion = write_revert_records(conn, companion_path)
-    except OSError as exc:
-        raise Refused(
-            f"cannot write {companion_path}: {exc.strerror}; nothing was changed",
-            "free space in --report-dir",
-        ) from None
-    say("reverting")
-    t0 = time.perf_counter()
-    execute_writes(conn, db, inv.writes, "revert")
-    timings["write"] = time.perf_counter() - t0
+    with backed_up(db, file_check, report_dir, timings, say) as backing:
+        say("recording what revert does")
+        companion_path, _ = unique_path(request.report_dir, "revert", ".rows.jsonl.gz")
+        try:
+            companion = write_revert_records(conn, companion_path)
+        except OSError as exc:
+            raise Refused(
+                f"cannot write {companion_path}: {exc.strerror}; nothing was changed",
+                "free space in --report-dir",
+            ) from None
+        say("reverting")
+        t0 = time.perf_counter()
+        execute_writes(conn, db, inv.writes, "revert")
+        timings["write"] = time.perf_counter() - t0
+        backup, backup_bytes = backing.publish()
     say("checking postconditions")
     after = row_counts(conn)
     found = postconditions(conn, inv, before, after)

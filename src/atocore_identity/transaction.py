@@ -1,7 +1,8 @@
 """The write transaction that apply and revert share, and its safety rails.
 
 One owner for: opening the database read-write, ``BEGIN IMMEDIATE`` within
-``--busy-timeout``, the pre-write ``quick_check`` and backup, row counts for
+``--busy-timeout``, the pre-write ``quick_check`` (alongside planning) and
+backup (its check alongside the writes), row counts for
 the conservation checks, and a COMMIT whose failure names its real cause.
 Any exception before COMMIT rolls back: the database is either untouched or
 completely changed.
@@ -12,16 +13,19 @@ from __future__ import annotations
 import contextlib
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from atocore_identity.background import Background, in_background
+from atocore_identity.backup import PendingBackup, backing_up
 from atocore_identity.checks import Check
 from atocore_identity.database import (
     all_tables,
-    backup_to,
     describe_sqlite_error,
     open_database,
     quick_check,
@@ -31,9 +35,11 @@ from atocore_identity.errors import DatabaseError, DatabaseLocked, Refused
 from atocore_identity.reports import unique_path
 
 # The rekey UPDATEs rewrite index pages all over the file; SQLite's default
-# 2 MiB page cache spills to the journal again and again. 16 MiB halves the
-# write phase at a million rows and keeps peak RSS well under budget.
-WRITE_CACHE_KIB = 16384
+# 2 MiB page cache spills to the journal again and again. 12 MiB halves the
+# write phase at a million rows (16 MiB was no faster) and keeps peak RSS
+# under budget with the background checks' connections beside it.
+WRITE_CACHE_KIB = 12288
+DEFAULT_CACHE = -2000  # SQLite's default cache_size (KiB, negative)
 
 
 def busy(db: Path, busy_timeout: float, detail: str) -> Refused:
@@ -60,7 +66,6 @@ def write_connection(db: Path, busy_timeout: float) -> Iterator[sqlite3.Connecti
         raise busy(db, busy_timeout, exc.message) from None
     try:
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute(f"PRAGMA cache_size = {-WRITE_CACHE_KIB}")
         yield conn
     except sqlite3.Error as exc:
         error = describe_sqlite_error(db, exc)
@@ -101,33 +106,63 @@ def begin_immediate(conn: sqlite3.Connection, db: Path, busy_timeout: float) -> 
     return waited
 
 
-def check_and_back_up(
-    conn: sqlite3.Connection,
+@contextmanager
+def checking_file(db: Path, busy_timeout: float) -> Iterator[Background[None]]:
+    """``PRAGMA quick_check`` of the committed file on a second, read-only
+    connection, started right after BEGIN IMMEDIATE: it runs while the caller
+    plans under the write lock (nobody can commit meanwhile, and the caller
+    writes nothing before ``backed_up`` has waited for it)."""
+
+    def connect(stop: threading.Event) -> sqlite3.Connection:
+        return open_database(db, readonly=True, busy_timeout=busy_timeout, stop=stop)
+
+    with in_background(connect, lambda conn: quick_check(conn, db), "quick_check") as bg:
+        yield bg
+
+
+@dataclass
+class BackupStep:
+    """The backup of one write, published by ``publish`` before postconditions run."""
+
+    pending: PendingBackup | None  # None: --no-backup
+    timings: dict[str, float]
+
+    def publish(self) -> tuple[Path | None, int]:
+        """Wait for the copy's check, give the backup its name; (path, bytes)."""
+        if self.pending is None:
+            return None, 0
+        started = time.perf_counter()
+        size = self.pending.publish()
+        self.timings["backup_check_wait"] = time.perf_counter() - started
+        return self.pending.target, size
+
+
+@contextmanager
+def backed_up(
     db: Path,
+    file_check: Background[None],
     report_dir: Path | None,
     timings: dict[str, float],
     say: Callable[[str], None],
-) -> tuple[Path | None, int]:
-    """Before the first write: ``PRAGMA quick_check``, then the backup into
-    ``report_dir`` (None: --no-backup). Times both into ``timings``."""
+) -> Iterator[BackupStep]:
+    """Before the first write: wait for the file's quick_check, then copy the
+    database into ``report_dir`` (None: --no-backup). The copy is checked
+    while the block writes; the block calls ``publish`` before it commits.
+    Times into ``timings``: the wait for quick_check, the copy, the wait for
+    the copy's check."""
     say("checking the file (PRAGMA quick_check)")
     started = time.perf_counter()
-    quick_check(conn, db)
+    file_check.result()
     timings["quick_check"] = time.perf_counter() - started
     if report_dir is None:
-        return None, 0
+        yield BackupStep(None, timings)
+        return
     say("backing up")
     started = time.perf_counter()
-    found = back_up(db, report_dir)
-    timings["backup"] = time.perf_counter() - started
-    return found
-
-
-def back_up(db: Path, report_dir: Path) -> tuple[Path, int]:
-    """A consistent backup into ``report_dir``, published under its final name
-    only once complete (``database.backup_to``)."""
     path, _ = unique_path(report_dir, "backup", ".db")
-    return path, backup_to(db, path)
+    with backing_up(db, path) as pending:
+        timings["backup"] = time.perf_counter() - started
+        yield BackupStep(pending, timings)
 
 
 def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -172,6 +207,11 @@ def execute_writes(
     """Run the write statements in order; on an SQLite error roll back and
     raise the error for a person (a corrupt file, a full disk, a refusal)."""
     try:
+        # The TEMP tables are built: their cache goes back to SQLite's default
+        # and the database's grows for the writes, so peak memory is the
+        # larger of the two, not their sum.
+        conn.execute(f"PRAGMA temp.cache_size = {DEFAULT_CACHE}")
+        conn.execute(f"PRAGMA main.cache_size = {-WRITE_CACHE_KIB}")
         for sql in statements:
             conn.execute(sql)
     except sqlite3.Error as exc:
