@@ -59,7 +59,7 @@ from typing import Any
 
 FOLD = "lower(trim({x}, ' ' || char(9)))"
 TEMP_STORE = "MEMORY"  # both floors: TEMP tables in memory, nothing to disk but the writes
-APPLY_CACHE_KIB = 16384  # the apply floor gets apply's page cache (PRAGMA cache_size)
+APPLY_CACHE_KIB = 12288  # the apply floor gets apply's page cache (PRAGMA cache_size)
 
 COUNTS = """SELECT
   (SELECT COUNT(*) FROM grp JOIN tgt USING (canonical) WHERE pid <> target),

@@ -8,7 +8,7 @@
 (``planner`` prepare) and the writes apply runs after them. This replays that
 text, statement by statement, on a connection set up like the tool's (TEMP
 tables in a file, ``PRAGMA temp_store = FILE``; with ``--writes`` also
-foreign keys on and apply's 16 MiB page cache), and prints one line per
+foreign keys on and apply's 12 MiB page cache), and prints one line per
 statement: seconds, then EXPLAIN QUERY PLAN. It drives nothing but the
 printed SQL, so it keeps working while the tool's modules move. Without
 ``--writes`` the database is opened read-only and the writes are only
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-APPLY_CACHE_KIB = 16384  # apply's PRAGMA cache_size (KiB), see applier.py
+APPLY_CACHE_KIB = 12288  # apply's PRAGMA cache_size (KiB), see applier.py
 
 
 def split_script(text: str) -> tuple[list[str], list[str]]:

@@ -19,6 +19,7 @@ from atocore_identity.checks import DISCOVERY_CHECK, DISCOVERY_SKIPPED
 from atocore_identity.database import open_database
 from atocore_identity.registry import fold, load_registry
 from atocore_identity.survey import (
+    ASCII_BLANK,
     LOWER_GROWTH,
     NO_CASE_FROM,
     PADDING,
@@ -133,7 +134,10 @@ def test_inspect_sql_prints_the_discovery_select_and_it_runs_as_printed(tmp_path
         s for s in statements if s.startswith('SELECT "project", COUNT(*) FROM main."conflicts"')
     ]
     assert "typeof(\"project\") = 'text'" in select
-    assert "lower(" not in select  # SQLite's lower() folds ASCII only: never used
+    # SQLite's lower() folds ASCII only: it is applied only behind the test that
+    # the value is all ASCII (as many bytes as characters)
+    guard = 'length(CAST("project" AS BLOB)) <> length("project") OR lower('
+    assert select.count("lower(") == select.count(guard) == 1
     # SQL keeps what could fold to a name; Python's fold decides (p06-polisher is exact)
     assert rows(env.db, select) == [("p05", 1), ("p06-polisher", 1)]
     # the JSON report carries the same statements
@@ -500,6 +504,7 @@ def test_apply_and_the_planner_do_not_discover(tmp_path: Path) -> None:
 
 
 def test_the_white_space_and_lower_tables_match_python() -> None:
+    assert "".join(chr(c) for c in range(128) if chr(c).isspace()) == ASCII_BLANK
     assert list(WHITESPACE) == [c for c in range(0x110000) if chr(c).isspace()]
     growth = {c: len(chr(c).lower()) for c in range(0x110000)}
     assert min(growth.values()) == 1 and max(growth.values()) == LOWER_GROWTH
@@ -545,6 +550,10 @@ def test_the_where_clause_keeps_every_registered_spelling(
         hit = registry.classify(value)
         if hit is not None and hit[0] != "canonical":
             assert value in kept, (value, fold(value))
+    # an ASCII value reaches Python only when it folds to a registered name
+    for value in kept:
+        if value.isascii():
+            assert registry.classify(value) is not None, value
 
 
 def test_the_where_clause_keeps_the_edge_cases(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from atocore_identity.database import quote_ident, table_exists, tables_referencing
@@ -37,7 +38,7 @@ from atocore_identity.statements import (
     rekey_table,
     setup_statements,
 )
-from atocore_identity.survey import Progress, add_statuses, in_list, quiet, survey
+from atocore_identity.survey import Progress, add_statuses, discovering, in_list, quiet, survey
 from atocore_identity.targets import MissingTarget, Target
 
 # --------------------------------------------------------------------------
@@ -68,18 +69,27 @@ def build_plan(
     """Decide everything the migration will do. Reads only; writes TEMP tables.
 
     ``discover`` (plan only: never inside apply's transaction) also looks for
-    alias-keyed values in the columns nobody configured: what apply would leave.
+    alias-keyed values in the columns nobody configured, what apply would
+    leave, on a second connection while this one plans (``survey.discovering``).
     """
-    surv = survey(
-        conn,
-        registry,
-        targets,
-        missing,
-        progress,
-        memory_statuses=False,
-        discover=discover,
-        ignore=ignore,
-    )
+    with discovering(conn, registry, targets, ignore) if discover else nullcontext() as found:
+        plan = _plan(conn, registry, targets, missing, decisions, progress)
+        if found is not None:
+            progress("discovering names in unconfigured columns")
+            plan.survey.discovery = found()
+    return plan
+
+
+def _plan(
+    conn: sqlite3.Connection,
+    registry: Registry,
+    targets: list[Target],
+    missing: list[MissingTarget],
+    decisions: Sequence[Decision],
+    progress: Progress,
+) -> Plan:
+    """The plan's steps, in order, on ``conn``."""
+    surv = survey(conn, registry, targets, missing, progress, memory_statuses=False)
     groups, integrity = _groups(conn, surv)
     progress("planning project_state")
     prepare = _decide_state(conn, surv, groups, decisions)

@@ -21,7 +21,9 @@ def fold(name: str) -> str:
     """The one comparison key for project names: strip, then Unicode lower.
 
     SQLite's lower() and LIKE fold ASCII only, so names are never matched
-    with them; every comparison goes through this function.
+    with them; every comparison goes through this function. (Discovery's SQL
+    prefilter uses lower(trim()) on all-ASCII values only, where it is exact:
+    ``survey.NameShape``.)
     """
     return name.strip().lower()
 

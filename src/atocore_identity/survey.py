@@ -14,12 +14,22 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from atocore_identity.database import quote_ident, quote_literal, table_columns, table_exists
+from atocore_identity.background import in_background
+from atocore_identity.database import (
+    busy_timeout_of,
+    main_file,
+    open_database,
+    quote_ident,
+    quote_literal,
+    table_columns,
+    table_exists,
+)
 from atocore_identity.errors import DatabaseError
 from atocore_identity.plan_objects import (
     EXAMPLES,
@@ -219,6 +229,8 @@ WHITESPACE = (
 LOWER_GROWTH = 2
 # str.lower() changes no code point from here on (checked by tests/test_discovery.py).
 NO_CASE_FROM = 0x20000
+# The ASCII characters str.strip() removes (checked by tests/test_discovery.py).
+ASCII_BLANK = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
 # How much white space around a registered name discovery still finds.
 PADDING = 64
 # Column types of a STRICT table that cannot hold text.
@@ -230,21 +242,26 @@ WITHOUT_ROWID = re.compile(r"\)\s*(STRICT\s*,\s*)?WITHOUT\s+ROWID\s*(,\s*STRICT\
 @dataclass(frozen=True)
 class NameShape:
     """What a value must look like to fold to a registered name, in terms SQL
-    can test exactly without folding: its length and its first character."""
+    can test exactly: its length and first character, and for a value that
+    is all ASCII its fold itself."""
 
     lo: int  # shortest stripped length
     hi: int  # longest stripped length
     first: tuple[int, ...]  # code points whose lower() starts a registered name
+    keys: tuple[str, ...]  # every registered name, folded
 
     def where(self, column: str) -> str:
         """The WHERE clause keeping only values that can fold to a registered name.
 
-        No case folding in SQL (SQLite's is ASCII-only): a value is kept when it
-        is text, between ``lo`` and ``hi + PADDING`` characters long, and either
-        starts with a character in ``first`` and is at most ``hi`` long or ends
-        in white space, or starts with white space. Every value that folds to a
-        registered name passes (with at most PADDING characters of white space
-        around it); the tests copy nothing and reject long free text by length.
+        A value is kept when it is text, between ``lo`` and ``hi + PADDING``
+        characters long, and either starts with a character in ``first`` and
+        is at most ``hi`` long or ends in white space, or starts with white
+        space (every value that folds to a registered name passes, with at
+        most PADDING characters of white space around it; these tests copy
+        nothing and reject long free text by length). Of those, a value that
+        is all ASCII (as many bytes as characters) is kept only when its fold
+        is a registered name: on ASCII, ``lower(trim(v, ASCII_BLANK))`` is
+        exactly ``v.strip().lower()``. Anything else goes to Python's fold.
         """
         blank = "(" + ", ".join(str(c) for c in WHITESPACE) + ")"
         first = "(" + ", ".join(str(c) for c in self.first) + ")"
@@ -253,6 +270,8 @@ class NameShape:
             f" AND {self.hi + PADDING} AND (unicode({column}) IN {blank}"
             f" OR (unicode({column}) IN {first} AND (length({column}) <= {self.hi}"
             f" OR unicode(substr({column}, -1)) IN {blank})))"
+            f" AND (length(CAST({column} AS BLOB)) <> length({column})"
+            f" OR lower(trim({column}, {quote_literal(ASCII_BLANK)})) IN {in_list(self.keys)})"
         )
 
 
@@ -269,7 +288,12 @@ def name_shape(registry: Registry) -> NameShape:
     starts = {k[0] for k in keys}
     first = {c for c in range(NO_CASE_FROM) if chr(c).lower()[:1] in starts}
     first |= {ord(c) for c in starts if ord(c) >= NO_CASE_FROM}
-    return NameShape(-(-min(lengths) // LOWER_GROWTH), max(lengths), tuple(sorted(first)))
+    return NameShape(
+        -(-min(lengths) // LOWER_GROWTH),
+        max(lengths),
+        tuple(sorted(first)),
+        tuple(sorted(set(keys))),
+    )
 
 
 @dataclass(frozen=True)
@@ -406,6 +430,34 @@ def discover_columns(
         sample_rows=limit,
         length_window=(shape.lo, shape.hi),
     )
+
+
+@contextmanager
+def discovering(
+    conn: sqlite3.Connection,
+    registry: Registry,
+    targets: Sequence[Target],
+    ignore: Sequence[tuple[str, str]] = (),
+) -> Iterator[Callable[[], Discovery]]:
+    """``discover_columns`` on a second read-only connection to ``conn``'s file,
+    in the background (``background.py``) while the caller plans with
+    ``conn``; the yielded function waits for the result. Discovery reads only
+    committed columns nobody configured, never the caller's TEMP tables. A
+    database without a file (in memory) is read inline, when asked."""
+    path = main_file(conn)
+    if path is None:
+        yield lambda: discover_columns(conn, registry, targets, ignore)
+        return
+    timeout = busy_timeout_of(conn)
+
+    def connect(stop: threading.Event) -> sqlite3.Connection:
+        return open_database(path, readonly=True, busy_timeout=timeout, stop=stop)
+
+    def job(c: sqlite3.Connection) -> Discovery:
+        return discover_columns(c, registry, targets, ignore)
+
+    with in_background(connect, job, "discovery") as bg:
+        yield bg.result
 
 
 def _discover_column(
