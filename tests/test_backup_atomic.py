@@ -23,6 +23,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,48 @@ def test_a_finished_backup_is_complete_private_and_alone(tmp_path: Path, mode: s
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert integrity(target) == ["ok"]
     assert content_digest(target) == before
+
+
+def not_null_broken(path: Path) -> Path:
+    """A database whose file is sound but which fails quick_check: a NULL in a
+    column its schema (rewritten afterwards) declares NOT NULL. The backup API
+    copies pages as they are, so the copy fails quick_check as well."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO projects VALUES ('1', NULL)")
+        conn.commit()
+        conn.execute("PRAGMA writable_schema = ON")
+        conn.execute(
+            "UPDATE sqlite_master SET sql = 'CREATE TABLE projects (id TEXT PRIMARY KEY,"
+            " name TEXT NOT NULL)' WHERE name = 'projects'"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    return path
+
+
+def test_a_copy_that_fails_its_check_is_refused_and_never_published(
+    tmp_path: Path, reliability: Callable[[str, str], None]
+) -> None:
+    """The copy's quick_check runs in the background (backup.backing_up); a copy
+    that fails it is refused and removed, and nothing carries the backup's name."""
+    db = not_null_broken(tmp_path / "atocore.db")
+    before = db.read_bytes()
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    target = reports / "backup-20250101T000000.000000Z.db"
+    with pytest.raises(Refused) as caught:
+        backup_to(db, target)
+    assert "fails quick_check" in caught.value.message
+    assert "NULL value in projects.name" in caught.value.message
+    assert list(reports.iterdir()) == []  # no backup, no temporary copy
+    assert db.read_bytes() == before
+    reliability(
+        "the copy fails quick_check (a NULL under NOT NULL, copied as is)",
+        f"refused ({caught.value.message.split(';')[0]}); report dir empty",
+    )
 
 
 @pytest.mark.parametrize("what", ["regular file", "symlink", "dangling symlink"])

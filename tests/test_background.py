@@ -1,0 +1,98 @@
+"""background.in_background: a job on its own connection, collected or cancelled.
+
+Real SQLite files; the job's statement that never ends on its own (a
+recursive count to 10^12) shows that leaving the block interrupts it through
+the connection's progress handler (database.watch) and joins its thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from atocore_identity.background import in_background
+from atocore_identity.database import main_file, open_database
+from conftest import DEFAULT_REGISTRY, build_db, legacy_tables, write_registry
+
+ENDLESS = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000)"
+    " SELECT count(*) FROM c"
+)
+
+
+def db_file(tmp_path: Path) -> Path:
+    path = tmp_path / "atocore.db"
+    build_db(path, **legacy_tables())
+    return path
+
+
+def connector(path: Path) -> Callable[[threading.Event], sqlite3.Connection]:
+    def connect(stop: threading.Event) -> sqlite3.Connection:
+        return open_database(path, readonly=True, stop=stop)
+
+    return connect
+
+
+def test_a_job_returns_what_its_own_connection_read(tmp_path: Path) -> None:
+    path = db_file(tmp_path)
+    with in_background(
+        connector(path), lambda c: c.execute("SELECT COUNT(*) FROM projects").fetchone()[0], "t"
+    ) as bg:
+        assert bg.result() == len(legacy_tables()["projects"])
+
+
+def test_a_job_error_is_raised_where_the_result_is_collected(tmp_path: Path) -> None:
+    path = db_file(tmp_path)
+    with (
+        in_background(connector(path), lambda c: c.execute("SELECT * FROM nope"), "t") as bg,
+        pytest.raises(sqlite3.OperationalError, match="no such table: nope"),
+    ):
+        bg.result()
+
+
+def test_leaving_the_block_early_interrupts_the_job_and_ends_its_thread(tmp_path: Path) -> None:
+    path = db_file(tmp_path)
+    started = threading.Event()
+
+    def job(conn: sqlite3.Connection) -> int:
+        started.set()
+        return int(conn.execute(ENDLESS).fetchone()[0])
+
+    with pytest.raises(KeyError), in_background(connector(path), job, "endless") as bg:
+        assert started.wait(30)
+        raise KeyError("the caller failed while the job ran")
+    assert not bg._thread.is_alive()
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+        bg.result()
+
+
+def test_plan_discovers_on_a_second_connection_and_reports_the_same(tmp_path: Path) -> None:
+    """build_plan's discovery (survey.discovering) finds what inspect finds."""
+    from atocore_identity.planner import build_plan
+    from atocore_identity.registry import load_registry
+    from atocore_identity.survey import discover_columns
+    from atocore_identity.targets import resolve_targets
+
+    path = db_file(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE conflicts (id INTEGER PRIMARY KEY, project TEXT)")
+    conn.executemany("INSERT INTO conflicts (project) VALUES (?)", [("p05",), ("P05 ",), ("x",)])
+    conn.commit()
+    conn.close()
+    registry = load_registry(write_registry(tmp_path / "registry.json", DEFAULT_REGISTRY))
+    main = open_database(path, readonly=True)
+    try:
+        assert main_file(main) == path.resolve()
+        targets, missing = resolve_targets(main, [])
+        plan = build_plan(main, registry, targets, missing, discover=True)
+        inline = discover_columns(main, registry, targets)
+    finally:
+        main.close()
+    assert plan.survey.discovery == inline
+    [found] = inline.columns
+    assert (found.table, found.column) == ("conflicts", "project")
+    assert sum(n.count for n in found.names) == 2
