@@ -1,7 +1,8 @@
 """An apply's archive read back: its report and companion checked, then loaded.
 
-revert and ``verify --report REVERT_REPORT`` load archive records into
-``temp.rv_rec`` (``inverse.py``) with one streaming ``executemany``; this
+revert loads archive records into ``temp.rv_rec`` (``inverse.py``): a
+streaming ``executemany`` of rows, and a rekey record's ids as one statement
+that expands them in SQL; this
 module owns the checks that come first: the report is an apply that changed
 something, on this database, and its companion is the one it names (sha256)
 holding what it counted.
@@ -89,10 +90,26 @@ class Loaded:
     grouped: set[str] = field(default_factory=set)  # canonical ids of projects records
 
 
+@dataclass(frozen=True)
+class RekeyChunk:
+    """A rekey record's (id, old value) pairs as one JSON array, which
+    ``inverse.INSERT_REKEY`` expands into rv_rec rows in SQL (one statement per
+    record instead of a Python tuple per id)."""
+
+    params: tuple[Any, ...]
+
+
+def _json_exact(values: list[Any]) -> bool:
+    """Values that survive JSON into SQLite unchanged: text and integers (a
+    REAL could be parsed back differently, and a bool is not an integer here)."""
+    return all(type(v) is str or type(v) is int for v in values)
+
+
 def archive_rows(
     archive: Archive, selected: set[str] | None, seen: Loaded
-) -> Iterator[tuple[Any, ...]]:
-    """One rv_rec row per record (per id for rekey chunks), counting as it goes."""
+) -> Iterator[tuple[Any, ...] | RekeyChunk]:
+    """One rv_rec row per record (per id for rekey chunks with full rows or
+    values JSON cannot carry exactly; a RekeyChunk otherwise), counting as it goes."""
 
     def sel(canonical: str) -> int:
         seen.projects.add(canonical)
@@ -126,6 +143,12 @@ def archive_rows(
         elif isinstance(rec, RekeyRecord):
             count("rekey", len(rec.ids))
             seen.targets[(rec.table, rec.column, rec.key)] = None
+            if rec.rows is None and _json_exact(rec.ids) and _json_exact(rec.old):
+                pairs = json.dumps(list(zip(rec.ids, rec.old, strict=True)))
+                yield RekeyChunk(
+                    (rec.to, rec.table, rec.column, rec.key, pairs, rec.to, sel(rec.to))
+                )
+                continue
             fulls: list[str | None] = (
                 [json.dumps(r) for r in rec.rows] if rec.rows is not None else [None] * len(rec.ids)
             )

@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +158,38 @@ def _encode(rec: Record) -> dict[str, Any]:
     }
 
 
+# The fields of a revert record, in _encode's order.
+REVERT_FIELDS = (
+    "action",
+    "kind",
+    "canonical_id",
+    "table",
+    "column",
+    "key_column",
+    "key",
+    "old",
+    "new",
+    "why",
+)
+
+
+def revert_lines_sql(values: dict[str, str], source: str) -> str:
+    """A SELECT of revert records encoded by SQLite's json_object: the same
+    object ``_encode`` makes of a RevertRecord (compact separators aside),
+    without a Python object per row. ``values`` gives the SQL expression of
+    every field; ``source`` is the FROM ... ORDER BY clause.
+
+    Only for text, integer and NULL values: SQLite writes a REAL with 15
+    significant digits and refuses a BLOB, so the caller checks there are
+    none (``JSON_EXACT_TYPES``) and writes ``RevertRecord``s otherwise.
+    """
+    pairs = ", ".join(f"'{name}', {values[name]}" for name in REVERT_FIELDS)
+    return f"SELECT json_object('record', 'revert', {pairs}) {source}"
+
+
+JSON_EXACT_TYPES = ("text", "integer", "null")
+
+
 class MalformedRecord(ValueError):
     """A companion line that is not one of the record types."""
 
@@ -284,6 +316,14 @@ class CompanionWriter:
         self.records += 1
         if len(self._pending) >= BATCH:
             self._flush()
+
+    def write_lines(self, lines: Iterable[str]) -> None:
+        """Records already encoded, one JSON object each (``revert_lines_sql``)."""
+        for line in lines:
+            self._pending.append(line)
+            self.records += 1
+            if len(self._pending) >= BATCH:
+                self._flush()
 
     def _flush(self) -> None:
         if self._pending:

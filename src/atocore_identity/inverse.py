@@ -35,6 +35,14 @@ INSERT = (
     "INSERT INTO temp.rv_rec (kind, canonical, tab, col, keycol, k, old, new, cat, ckey,"
     " row_json, sel) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# A rekey record's (id, old value) pairs as one JSON array, one row per id, in
+# the record's order: the same rows INSERT would add one by one.
+INSERT_REKEY = (
+    "INSERT INTO temp.rv_rec (kind, canonical, tab, col, keycol, k, old, new, cat, ckey,"
+    " row_json, sel) SELECT 'rekey', ?1, ?2, ?3, ?4, json_extract(p.value, '$[0]'),"
+    " json_extract(p.value, '$[1]'), ?6, NULL, NULL, NULL, ?7 FROM json_each(?5) AS p"
+    " ORDER BY p.key"
+)
 INDEX = [
     "CREATE INDEX temp.rv_rec_kind_k ON rv_rec (kind, k)",
     "CREATE INDEX temp.rv_rec_target ON rv_rec (tab, col, k)",
@@ -169,6 +177,36 @@ RECORDS = (
     "SELECT kind, canonical, tab, col, keycol, k, old, new, state, why FROM temp.rv_rec"
     " WHERE sel AND state IN ('left', 'changed', 'conflict') ORDER BY seq"
 )
+# The same records as companion.revert_lines_sql encodes them, and the test
+# that every value they carry is one json_object writes exactly.
+RECORD_SOURCE = (
+    "FROM temp.rv_rec WHERE sel AND state IN ('left', 'changed', 'conflict') ORDER BY seq"
+)
+RECORD_VALUES = {
+    "action": "CASE state WHEN 'left' THEN 'reverted' ELSE 'skipped' END",
+    "kind": "kind",
+    "canonical_id": "CAST(canonical AS TEXT)",
+    "table": "tab",
+    "column": "col",
+    "key_column": "keycol",
+    "key": "k",
+    "old": "old",
+    "new": "new",
+    "why": "why",
+}
+
+
+def records_not_exact(exact_types: tuple[str, ...]) -> str:
+    """A count of the records holding a value json_object would not write exactly."""
+    types = ", ".join(quote_literal(t) for t in exact_types)
+    return (
+        "SELECT COUNT(*) FROM temp.rv_rec WHERE sel AND state IN ('left', 'changed', 'conflict')"
+        f" AND (typeof(k) NOT IN ({types}) OR typeof(old) NOT IN ({types})"
+        f" OR typeof(new) NOT IN ({types}) OR typeof(tab) NOT IN ({types})"
+        f" OR typeof(col) NOT IN ({types}) OR typeof(keycol) NOT IN ({types}))"
+    )
+
+
 NOT_REVERTED = (
     "SELECT COUNT(*) FROM temp.rv_rec WHERE sel AND state = 'left' AND after IS NOT 'before'"
 )

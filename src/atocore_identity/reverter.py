@@ -20,12 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from atocore_identity import inverse
-from atocore_identity.archive import Archive, Loaded, archive_rows, check_counts, load_archive
+from atocore_identity.archive import (
+    Archive,
+    Loaded,
+    RekeyChunk,
+    archive_rows,
+    check_counts,
+    load_archive,
+)
 from atocore_identity.background import Background
 from atocore_identity.checks import Check, rows_conserved
 from atocore_identity.companion import (
+    JSON_EXACT_TYPES,
     RevertRecord,
     read_records,
+    revert_lines_sql,
     writing,
 )
 from atocore_identity.database import all_tables, read_only, table_columns
@@ -146,15 +155,27 @@ def build_inverse(
     )
 
 
+LOAD_BATCH = 5000  # archive rows per executemany
+
+
 def _load_archive(conn: sqlite3.Connection, archive: Archive, projects: tuple[str, ...]) -> Loaded:
     """Stream the archive's records (of the --project groups) into ``temp.rv_rec``
     and check their counts against the report before indexing them."""
     for sql in inverse.SETUP:
         conn.execute(sql)
     seen = Loaded()
-    conn.executemany(
-        inverse.INSERT, archive_rows(archive, set(projects) if projects else None, seen)
-    )
+    rows: list[tuple[Any, ...]] = []
+    for item in archive_rows(archive, set(projects) if projects else None, seen):
+        if isinstance(item, RekeyChunk):
+            conn.executemany(inverse.INSERT, rows)  # the rows before it keep their order
+            rows = []
+            conn.execute(inverse.INSERT_REKEY, item.params)
+        else:
+            rows.append(item)
+            if len(rows) >= LOAD_BATCH:
+                conn.executemany(inverse.INSERT, rows)
+                rows = []
+    conn.executemany(inverse.INSERT, rows)
     check_counts(archive, seen, projects)
     for sql in inverse.INDEX:
         conn.execute(sql)
@@ -419,15 +440,24 @@ def postconditions(
 
 
 def write_revert_records(conn: sqlite3.Connection, path: Path) -> Path:
-    """Stream what revert reverts, skips and why, from ``temp.rv_rec``."""
+    """Stream what revert reverts, skips and why, from ``temp.rv_rec``: encoded
+    by SQLite when every value is one it writes exactly, else record by record."""
+    (inexact,) = conn.execute(inverse.records_not_exact(JSON_EXACT_TYPES)).fetchone()
     with writing(path) as comp:
-        cur = conn.execute(inverse.RECORDS)
-        while rows := cur.fetchmany(5000):
-            for kind, canonical, tab, col, keycol, k, old, new, state, why in rows:
-                action = "reverted" if state == "left" else "skipped"
-                comp.write(
-                    RevertRecord(action, kind, str(canonical), tab, col, keycol, k, old, new, why)
-                )
+        if not inexact:
+            cur = conn.execute(revert_lines_sql(inverse.RECORD_VALUES, inverse.RECORD_SOURCE))
+            while rows := cur.fetchmany(5000):
+                comp.write_lines(row[0] for row in rows)
+        else:
+            cur = conn.execute(inverse.RECORDS)
+            while rows := cur.fetchmany(5000):
+                for kind, canonical, tab, col, keycol, k, old, new, state, why in rows:
+                    action = "reverted" if state == "left" else "skipped"
+                    comp.write(
+                        RevertRecord(
+                            action, kind, str(canonical), tab, col, keycol, k, old, new, why
+                        )
+                    )
     return path
 
 
