@@ -192,13 +192,18 @@ def base_database(out: Path, size: int, seed: int) -> tuple[Path, Path, dict[str
 
 
 def fresh_copy(base: Path, work: Path) -> tuple[Path, Path]:
-    """A new copy of ``base`` in an empty ``work``, fsynced; (db, report dir)."""
+    """A new copy of ``base`` in an empty ``work``, fsynced, every other dirty
+    page of the machine written back; (db, report dir)."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     db = work / "atocore.db"
     shutil.copyfile(base, db)
     _fsync(db)
+    # Nothing of an earlier run (its migrated copy, its backup) is still being
+    # written back when the clock starts: the fsyncs of the backup and of cp's
+    # sync wait only for their own file.
+    os.sync()
     return db, work / "reports"
 
 

@@ -1,4 +1,5 @@
-"""background.in_background: a job on its own connection, collected or cancelled.
+"""background.in_background (a job on its own connection, collected or
+cancelled) and discovery.discovering (discovery in a worker process).
 
 Real SQLite files; the job's statement that never ends on its own (a
 recursive count to 10^12) shows that leaving the block interrupts it through
@@ -70,8 +71,9 @@ def test_leaving_the_block_early_interrupts_the_job_and_ends_its_thread(tmp_path
         bg.result()
 
 
-def test_plan_discovers_on_a_second_connection_and_reports_the_same(tmp_path: Path) -> None:
-    """build_plan's discovery (survey.discovering) finds what inspect finds."""
+def test_plan_discovers_in_a_worker_process_and_reports_the_same(tmp_path: Path) -> None:
+    """build_plan's discovery (discovery.discovering, a worker process) finds
+    what discovery on the plan's own connection finds."""
     from atocore_identity.planner import build_plan
     from atocore_identity.registry import load_registry
     from atocore_identity.survey import discover_columns
@@ -96,3 +98,25 @@ def test_plan_discovers_on_a_second_connection_and_reports_the_same(tmp_path: Pa
     [found] = inline.columns
     assert (found.table, found.column) == ("conflicts", "project")
     assert sum(n.count for n in found.names) == 2
+
+
+def test_a_worker_that_cannot_open_the_database_is_one_clear_error(tmp_path: Path) -> None:
+    """The worker opens the file by its path: gone since the plan's connection
+    opened it, the worker's typed error comes back as itself (exit 2)."""
+    from atocore_identity.errors import DatabaseError
+    from atocore_identity.planner import build_plan
+    from atocore_identity.registry import load_registry
+    from atocore_identity.targets import resolve_targets
+
+    path = db_file(tmp_path)
+    registry = load_registry(write_registry(tmp_path / "registry.json", DEFAULT_REGISTRY))
+    main = open_database(path, readonly=True)
+    try:
+        targets, missing = resolve_targets(main, [])
+        path.unlink()  # the open connection still reads the file
+        with pytest.raises(DatabaseError) as caught:
+            build_plan(main, registry, targets, missing, discover=True)
+    finally:
+        main.close()
+    assert caught.value.exit_code == 2
+    assert str(path) in caught.value.message and "\n" not in caught.value.message

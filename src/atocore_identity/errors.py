@@ -40,6 +40,10 @@ class IdentityError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
+    def __reduce__(self) -> tuple[type[IdentityError], tuple[str, str | None]]:
+        # pickled with its hint: discovery's worker process sends its errors back
+        return (type(self), (self.message, self.hint))
+
 
 class BadInput(IdentityError):
     """Unusable input: a missing file, a bad registry, a database we cannot read."""

@@ -18,6 +18,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from atocore_identity.database import quote_ident, table_exists, tables_referencing
+from atocore_identity.discovery import discovering
 from atocore_identity.plan_objects import (
     CHANGE_COUNTS,
     Candidate,
@@ -38,7 +39,7 @@ from atocore_identity.statements import (
     rekey_table,
     setup_statements,
 )
-from atocore_identity.survey import Progress, add_statuses, discovering, in_list, quiet, survey
+from atocore_identity.survey import Progress, add_statuses, in_list, quiet, survey
 from atocore_identity.targets import MissingTarget, Target
 
 # --------------------------------------------------------------------------
@@ -70,7 +71,7 @@ def build_plan(
 
     ``discover`` (plan only: never inside apply's transaction) also looks for
     alias-keyed values in the columns nobody configured, what apply would
-    leave, on a second connection while this one plans (``survey.discovering``).
+    leave, in a worker process while this connection plans (``discovery.py``).
     """
     with discovering(conn, registry, targets, ignore) if discover else nullcontext() as found:
         plan = _plan(conn, registry, targets, missing, decisions, progress)

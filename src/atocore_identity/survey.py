@@ -14,22 +14,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import threading
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from atocore_identity.background import in_background
-from atocore_identity.database import (
-    busy_timeout_of,
-    main_file,
-    open_database,
-    quote_ident,
-    quote_literal,
-    table_columns,
-    table_exists,
-)
+from atocore_identity.database import quote_ident, quote_literal, table_columns, table_exists
 from atocore_identity.errors import DatabaseError
 from atocore_identity.plan_objects import (
     EXAMPLES,
@@ -430,34 +420,6 @@ def discover_columns(
         sample_rows=limit,
         length_window=(shape.lo, shape.hi),
     )
-
-
-@contextmanager
-def discovering(
-    conn: sqlite3.Connection,
-    registry: Registry,
-    targets: Sequence[Target],
-    ignore: Sequence[tuple[str, str]] = (),
-) -> Iterator[Callable[[], Discovery]]:
-    """``discover_columns`` on a second read-only connection to ``conn``'s file,
-    in the background (``background.py``) while the caller plans with
-    ``conn``; the yielded function waits for the result. Discovery reads only
-    committed columns nobody configured, never the caller's TEMP tables. A
-    database without a file (in memory) is read inline, when asked."""
-    path = main_file(conn)
-    if path is None:
-        yield lambda: discover_columns(conn, registry, targets, ignore)
-        return
-    timeout = busy_timeout_of(conn)
-
-    def connect(stop: threading.Event) -> sqlite3.Connection:
-        return open_database(path, readonly=True, busy_timeout=timeout, stop=stop)
-
-    def job(c: sqlite3.Connection) -> Discovery:
-        return discover_columns(c, registry, targets, ignore)
-
-    with in_background(connect, job, "discovery") as bg:
-        yield bg.result
 
 
 def _discover_column(
