@@ -29,7 +29,7 @@ from atocore_identity.survey import (
     survey,
 )
 from atocore_identity.targets import resolve_targets
-from conftest import DEFAULT_REGISTRY, Env, Result, rows, run_cli
+from conftest import DEFAULT_REGISTRY, Env, Result, rows, run_cli, write_registry
 from test_statement_count import build_sized_db
 
 P05 = "p05-interferometer"
@@ -597,3 +597,29 @@ def test_an_sqlite_without_table_list_reads_the_same_tables(
     old = as_json(env.run("verify", "--format", "json"))
     assert set(discovered(old)) == set(discovered(new)) == {"tags.project", "notes.project"}
     assert old["discovery"]["columns_read"] == new["discovery"]["columns_read"]
+
+
+def test_bytes_that_are_not_utf8_are_still_folded_by_python(tmp_path: Path) -> None:
+    """SQLite counts a stray byte as one character, so 'p\\x805' looks ASCII by
+    its byte count; discovery reads it as 'p\\ufffd5'. With such a name
+    registered, the SQL fold is not used and Python finds the value."""
+    path = tmp_path / "registry.json"
+    weird = [*DEFAULT_REGISTRY, {"id": "x-proj", "aliases": ["p\ufffd5"]}]
+    path.write_text(json.dumps({"projects": weird}), "utf-8")
+    registry = load_registry(path)
+    shape = name_shape(registry)
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (v)")
+    conn.execute("INSERT INTO t VALUES (CAST(X'708035' AS TEXT))")  # p, 0x80, 5
+    conn.execute("INSERT INTO t VALUES ('P05 ')")
+    conn.text_factory = lambda b: b.decode("utf-8", "replace")
+    kept = [
+        r[0]
+        for r in conn.execute(f'SELECT "v" FROM t WHERE {shape.where(chr(34) + "v" + chr(34))}')
+    ]
+    assert sorted(kept) == ["P05 ", "p\ufffd5"]
+    assert registry.classify("p\ufffd5") == ("alias", "x-proj")
+    # without such a name, the ASCII fold in SQL is used again
+    assert "lower(trim(" in name_shape(
+        load_registry(write_registry(tmp_path / "r2.json", DEFAULT_REGISTRY))
+    ).where("v")

@@ -334,3 +334,31 @@ def test_a_write_lock_held_past_busy_timeout_is_refused(case: Case, mode: str) -
     assert file_digest(case.env.db) == sha
     # once the lock is gone the same command reverts
     assert case.revert(case.report).code == 0
+
+
+def test_an_id_holding_nul_is_reverted_on_its_own_row(tmp_path: Path) -> None:
+    """Ids are compared exactly, NUL included: SQLite's json_extract cuts a
+    string at U+0000, so such an id is never loaded through JSON (it would
+    come back as 'm1', another row, which revert would then rewrite)."""
+    db = build_db(
+        tmp_path / "atocore.db",
+        projects=[("1", "p05-interferometer")],
+        memories=[
+            ("m1\x00x", "fact", "hit", "p05", "active", "2025-01-01"),
+            ("m1", "fact", "bystander", "p05-interferometer", "active", "2025-01-01"),
+        ],
+    )
+    registry = write_registry(tmp_path / "registry.json", DEFAULT_REGISTRY)
+    reports = tmp_path / "reports"
+    common = ["--db", db, "--registry", registry, "--report-dir", reports, "--no-discover"]
+    assert run_cli("apply", *common, "--yes").code == 0
+    rows = "SELECT id, project FROM memories ORDER BY id"
+    migrated = [("m1", "p05-interferometer"), ("m1\x00x", "p05-interferometer")]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute(rows).fetchall() == migrated
+    [report] = [p for p in reports.glob("apply-*.json")]
+    done = run_cli("revert", *common, "--report", report, "--yes")
+    assert done.code == 0, done.stderr
+    with sqlite3.connect(db) as conn:
+        # before the fix: [('m1', 'p05'), ('m1\x00x', 'p05-interferometer')]
+        assert conn.execute(rows).fetchall() == [("m1", "p05-interferometer"), ("m1\x00x", "p05")]

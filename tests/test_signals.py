@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,48 @@ def test_a_signal_during_revert_rolls_back(
     assert not list(reports.glob(".tmp-*"))
     assert list(reports.glob("interrupted-revert-*.json"))
     assert run_cli("revert", *common, "--report", report, "--yes").code == 0
+
+
+AT_COMMIT = r"""
+import os, signal, sys
+import atocore_identity.transaction as tx
+from atocore_identity.cli import main
+real_commit, signum = tx.commit, int(sys.argv[1])
+
+def commit(conn, db, busy_timeout):
+    real_commit(conn, db, busy_timeout)
+    os.kill(os.getpid(), signum)  # a real signal, arriving once COMMIT returned
+
+tx.commit = commit
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_commit_says_the_write_is_committed(
+    legacy: tuple[Path, Path, Path], tmp_path: Path, signum: int, code: int, reliability: Any
+) -> None:
+    """Held back across COMMIT and its report, a signal must not be told as a
+    rollback afterwards: the apply is committed and its report says applied."""
+    src, reg, res = legacy
+    db = tmp_path / "atocore.db"
+    db.write_bytes(src.read_bytes())
+    reports = tmp_path / "reports"
+    args = ["apply", "--db", str(db), "--registry", str(reg), "--report-dir", str(reports),
+            "--resolutions", str(res), "--yes"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", AT_COMMIT, str(int(signum)), *args],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == code, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "during COMMIT" in last and "committed" in last and "rolled back" not in last, last
+    (report,) = reports.glob("apply-*.json")
+    assert json.loads(report.read_text("utf-8"))["status"] == "applied"
+    assert not list(reports.glob("interrupted-apply-*.json"))
+    assert not list(reports.glob(".tmp-*"))
+    assert run_cli(*args).code == 3  # nothing left to migrate: an empty plan refuses
+    reliability(
+        f"signal {signal.Signals(signum).name} right after COMMIT (held back)",
+        f"exit {code}: {last}; apply report 'applied', no interrupted report",
+    )

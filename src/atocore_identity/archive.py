@@ -100,9 +100,11 @@ class RekeyChunk:
 
 
 def _json_exact(values: list[Any]) -> bool:
-    """Values that survive JSON into SQLite unchanged: text and integers (a
-    REAL could be parsed back differently, and a bool is not an integer here)."""
-    return all(type(v) is str or type(v) is int for v in values)
+    """Values that survive JSON into SQLite unchanged: integers, and text
+    without NUL (SQLite 3.40's json_extract cuts a string at U+0000, so the
+    id ``'m1\x00x'`` would come back as ``'m1'``, another row). A REAL could
+    be parsed back differently, and a bool is not an integer here."""
+    return all(type(v) is int or (type(v) is str and "\x00" not in v) for v in values)
 
 
 def archive_rows(

@@ -28,7 +28,8 @@ class Background(Generic[T]):
 
     ``connect`` gets the event that cancels the job: it installs it as the
     connection's progress handler (``database.watch``), so a statement in
-    flight stops within a few thousand VM steps.
+    flight stops at its next VM step (a quick_check's B-tree walk finishes
+    first).
     """
 
     def __init__(

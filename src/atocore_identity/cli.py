@@ -38,6 +38,7 @@ from atocore_identity.errors import (
     EXIT_SIGINT,
     IdentityError,
     Interrupted,
+    InterruptedAfterCommit,
 )
 from atocore_identity.interaction import (
     Phases,
@@ -425,6 +426,14 @@ def run_main(argv: list[str] | None = None) -> int:
         if exc.hint:
             line += f"; {exc.hint}"
         click.echo(one_line(line), err=True)
+        return exc.exit_code
+    except InterruptedAfterCommit as exc:
+        name = "interrupted (Ctrl-C)" if exc.signum == signal.SIGINT else "terminated (SIGTERM)"
+        click.echo(
+            f"Error: {name} during COMMIT, held back until it finished: the write is"
+            " committed and its report written; see `atocore-identity history`",
+            err=True,
+        )
         return exc.exit_code
     except Interrupted as exc:
         name = "interrupted (Ctrl-C)" if exc.signum == signal.SIGINT else "terminated (SIGTERM)"

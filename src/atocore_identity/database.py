@@ -176,7 +176,9 @@ def vm_kilosteps() -> int:
 def watch(conn: sqlite3.Connection, stop: threading.Event | None = None) -> None:
     """Install the connection's progress handler: the SIGKILL test hook (module
     docstring) when its variable is set, and ``stop``, which interrupts the
-    statement in flight once set (a background job being cancelled)."""
+    statement in flight once set (a background job being cancelled). SQLite
+    calls it between VM steps only: a B-tree walk such as quick_check's runs
+    to its end first, so a cancel may wait for that."""
     raw = os.environ.get(TEST_KILL_ENV)
     limit: int | None = None
     if raw is not None:

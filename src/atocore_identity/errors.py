@@ -81,3 +81,9 @@ class Interrupted(BaseException):
         super().__init__(f"signal {signum}")
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+class InterruptedAfterCommit(Interrupted):
+    """SIGINT or SIGTERM arrived while COMMIT and its reports ran: held back
+    until they finished, so the write is committed and reported; nothing was
+    left to stop (``transaction.signals_deferred``)."""

@@ -221,6 +221,8 @@ LOWER_GROWTH = 2
 NO_CASE_FROM = 0x20000
 # The ASCII characters str.strip() removes (checked by tests/test_discovery.py).
 ASCII_BLANK = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
+# What discovery's lenient decoding reads a byte that is not UTF-8 as.
+REPLACEMENT = "\ufffd"
 # How much white space around a registered name discovery still finds.
 PADDING = 64
 # Column types of a STRICT table that cannot hold text.
@@ -252,15 +254,25 @@ class NameShape:
         is all ASCII (as many bytes as characters) is kept only when its fold
         is a registered name: on ASCII, ``lower(trim(v, ASCII_BLANK))`` is
         exactly ``v.strip().lower()``. Anything else goes to Python's fold.
+        (A byte that is not UTF-8 also counts as one character; read as
+        U+FFFD it can only be a registered name holding U+FFFD, and then the
+        SQL fold is left out.)
         """
         blank = "(" + ", ".join(str(c) for c in WHITESPACE) + ")"
         first = "(" + ", ".join(str(c) for c in self.first) + ")"
-        return (
+        shape = (
             f"typeof({column}) = 'text' AND length({column}) BETWEEN {self.lo}"
             f" AND {self.hi + PADDING} AND (unicode({column}) IN {blank}"
             f" OR (unicode({column}) IN {first} AND (length({column}) <= {self.hi}"
             f" OR unicode(substr({column}, -1)) IN {blank})))"
-            f" AND (length(CAST({column} AS BLOB)) <> length({column})"
+        )
+        if any(REPLACEMENT in k for k in self.keys):
+            # Bytes that are not UTF-8 count as characters in SQLite's length()
+            # and read as U+FFFD in Python: with such a name registered, the
+            # byte count no longer proves a value is ASCII.
+            return shape
+        return (
+            f"{shape} AND (length(CAST({column} AS BLOB)) <> length({column})"
             f" OR lower(trim({column}, {quote_literal(ASCII_BLANK)})) IN {in_list(self.keys)})"
         )
 

@@ -31,7 +31,7 @@ from atocore_identity.database import (
     quick_check,
     quote_ident,
 )
-from atocore_identity.errors import DatabaseError, DatabaseLocked, Refused
+from atocore_identity.errors import DatabaseError, DatabaseLocked, InterruptedAfterCommit, Refused
 from atocore_identity.reports import unique_path
 
 # The rekey UPDATEs rewrite index pages all over the file; SQLite's default
@@ -232,14 +232,25 @@ def _write_failed(db: Path, exc: sqlite3.Error, what: str) -> DatabaseError | Re
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back while COMMIT and its report update run;
-    they are delivered (and handled) as soon as the block ends."""
+    """Hold SIGINT and SIGTERM back while COMMIT and its report update run.
+
+    If the block raises, a held signal is delivered (and handled) as the block
+    ends: the write rolled back. If it finishes, the write is committed and
+    reported: a signal that came meanwhile is taken off the queue and raised
+    as InterruptedAfterCommit, which says so instead of "rolled back".
+    """
     held = {signal.SIGINT, signal.SIGTERM}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    arrived: list[int] = []
     try:
         yield
+        for signum in sorted(signal.sigpending() & held):
+            if signal.sigtimedwait([signum], 0) is not None:
+                arrived.append(signum)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    if arrived:
+        raise InterruptedAfterCommit(arrived[0])
 
 
 R = TypeVar("R")

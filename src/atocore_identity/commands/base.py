@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from atocore_identity.database import describe_sqlite_error, read_only
-from atocore_identity.errors import Interrupted, Refused
+from atocore_identity.errors import Interrupted, InterruptedAfterCommit, Refused
 from atocore_identity.registry import Registry, load_registry
 from atocore_identity.reports import (
     ensure_report_dir,
@@ -174,6 +174,8 @@ class ReportTrail:
         except RolledBack as exc:
             self.rolled_back(doc(exc.result))
             raise
+        except InterruptedAfterCommit:
+            raise  # committed, and its report says so: no attempt to record
         except (Refused, Interrupted, KeyboardInterrupt) as exc:
             self.attempt(registry, exc, attempt)
             raise
