@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -66,15 +66,21 @@ def build_plan(
     *,
     discover: bool = False,
     ignore: Sequence[tuple[str, str]] = (),
+    meanwhile: Callable[[Plan], None] | None = None,
 ) -> Plan:
     """Decide everything the migration will do. Reads only; writes TEMP tables.
 
     ``discover`` (plan only: never inside apply's transaction) also looks for
     alias-keyed values in the columns nobody configured, what apply would
     leave, in a worker process while this connection plans (``discovery.py``).
+    ``meanwhile`` gets the plan before discovery is collected into it: work
+    that needs the decisions and not discovery (plan's companion) runs while
+    the worker still reads.
     """
     with discovering(conn, registry, targets, ignore) if discover else nullcontext() as found:
         plan = _plan(conn, registry, targets, missing, decisions, progress)
+        if meanwhile is not None:
+            meanwhile(plan)
         if found is not None:
             progress("discovering names in unconfigured columns")
             plan.survey.discovery = found()

@@ -79,6 +79,15 @@ def run(
         # inputs first: a bad registry or database is exit 2 whatever the report dir
         ignore = resolve_ignored(s.conn, inputs.ignore, s.targets)
         report_dir = out.parent if out is not None else ensure_report_dir(inputs.report_dir)
+        written: list[Path] = []
+
+        def write_companion(decided: Plan) -> None:
+            # while discovery's worker still reads: the companion needs only the decisions
+            if not decided.is_empty:
+                inputs.progress("writing the plan's row detail")
+                comp_path, _ = unique_path(report_dir, "plan", ".rows.jsonl.gz")
+                written.append(write_plan_records(s.conn, decided, comp_path))
+
         plan = build_plan(
             s.conn,
             s.registry,
@@ -88,15 +97,13 @@ def run(
             inputs.progress,
             discover=inputs.discover,
             ignore=ignore,
+            meanwhile=write_companion,
         )
         preview: list[dict[str, Any]] = []
         if plan.survey.has_state and plan.groups:
             preview = [_flat(r) for r in islice(iter_state_rows(s.conn), PREVIEW_ROWS)]
         inputs.progress("writing the plan report")
-        companion = None
-        if not plan.is_empty:
-            comp_path, _ = unique_path(report_dir, "plan", ".rows.jsonl.gz")
-            companion = write_plan_records(s.conn, plan, comp_path)
+        companion = written[0] if written else None
         script = apply_script(plan)
     payload = report_envelope(
         "plan", inputs, s.registry, plan.fingerprint, plan.counts, plan_details(plan, preview)
