@@ -362,3 +362,33 @@ def test_an_id_holding_nul_is_reverted_on_its_own_row(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         # before the fix: [('m1', 'p05'), ('m1\x00x', 'p05-interferometer')]
         assert conn.execute(rows).fetchall() == [("m1", "p05-interferometer"), ("m1\x00x", "p05")]
+
+
+def test_archived_text_holding_nul_is_restored_exactly(tmp_path: Path) -> None:
+    """An archived state row's value with U+0000 comes back byte for byte
+    (json_extract would cut it at the NUL: '15k\\x00note' came back '15k')."""
+    db = build_db(tmp_path / "atocore.db", **legacy_tables())
+    value = "o\x00ld \x00 note"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE project_state SET value = ? WHERE id = 's4'", (value,))
+    registry = write_registry(tmp_path / "registry.json", DEFAULT_REGISTRY)
+    reports = tmp_path / "reports"
+    common = ["--db", db, "--registry", registry, "--report-dir", reports, "--no-discover"]
+    assert run_cli("apply", *common, "--yes").code == 0
+    gone = "SELECT COUNT(*) FROM project_state WHERE id = 's4'"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute(gone).fetchone() == (0,)  # archived as history
+    [report] = list(reports.glob("apply-*.json"))
+    done = run_cli("revert", *common, "--report", report, "--yes")
+    assert done.code == 0, done.stderr
+    with sqlite3.connect(db) as conn:
+        got = conn.execute(
+            "SELECT value, typeof(value), length(CAST(value AS BLOB)) FROM project_state"
+            " WHERE id = 's4'"
+        ).fetchone()
+    assert got == (value, "text", len(value.encode()))
+    [reverted] = list(reports.glob("revert-*.json"))
+    checked = run_cli("verify", *common, "--report", reverted, "--format", "json")
+    doc = json.loads(checked.stdout)
+    [row_check] = [c for c in doc["checks"] if c["check"].startswith("rows the revert reverted")]
+    assert row_check["ok"] is True, row_check

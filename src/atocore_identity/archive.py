@@ -88,6 +88,8 @@ class Loaded:
     targets: dict[tuple[str, str, str], None] = field(default_factory=dict)
     projects: set[str] = field(default_factory=set)  # canonical ids of every record
     grouped: set[str] = field(default_factory=set)  # canonical ids of projects records
+    # (kind, key, column, value) of archived text holding U+0000 (inverse.INSERT_NUL)
+    nul_values: list[tuple[str, Any, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,13 @@ class RekeyChunk:
     record instead of a Python tuple per id)."""
 
     params: tuple[Any, ...]
+
+
+def _note_nul(seen: Loaded, kind: str, key: Any, row: dict[str, Any]) -> None:
+    """Keep aside the text values of a row to restore that hold U+0000."""
+    for col, value in row.items():
+        if isinstance(value, str) and "\x00" in value:
+            seen.nul_values.append((kind, key, col, value))
 
 
 def _json_exact(values: list[Any]) -> bool:
@@ -129,6 +138,7 @@ def archive_rows(
             row = json.dumps(rec.row) if kind == "delete" else None
             if kind == "delete":
                 seen.columns.setdefault(kind, list(rec.row))
+                _note_nul(seen, kind, rec.id, rec.row)
             yield (kind, rec.canonical_id, "projects", "name", "id", rec.id, rec.name, new,
                    None, None, row, sel(rec.canonical_id))  # fmt: skip
         elif isinstance(rec, StateRecord):
@@ -139,6 +149,7 @@ def archive_rows(
             row = json.dumps(r) if kind == "archived" else None
             if kind == "archived":
                 seen.columns.setdefault(kind, list(r))
+                _note_nul(seen, kind, r["id"], r)
             yield (kind, rec.canonical_id, "project_state", "project_id", "id", r["id"],
                    r.get("project_id"), new, r.get("category"), r.get("key"), row,
                    sel(rec.canonical_id))  # fmt: skip

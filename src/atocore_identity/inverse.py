@@ -30,7 +30,13 @@ SETUP = [
     "CREATE TEMP TABLE rv_rec (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, canonical,"
     " tab, col, keycol, k, old, new, cat, ckey, row_json, sel INTEGER NOT NULL,"
     " state TEXT, why TEXT, after TEXT)",
+    # Archived text holding U+0000, by row and column: SQLite 3.40's
+    # json_extract cuts a string at NUL, so _restore takes these from here.
+    "DROP TABLE IF EXISTS temp.rv_nul",
+    "CREATE TEMP TABLE rv_nul (kind TEXT NOT NULL, k, col TEXT NOT NULL, value TEXT,"
+    " PRIMARY KEY (kind, k, col))",
 ]
+INSERT_NUL = "INSERT INTO temp.rv_nul (kind, k, col, value) VALUES (?, ?, ?, ?)"
 INSERT = (
     "INSERT INTO temp.rv_rec (kind, canonical, tab, col, keycol, k, old, new, cat, ckey,"
     " row_json, sel) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -213,10 +219,15 @@ NOT_REVERTED = (
 
 
 def _restore(table: str, columns: list[str], kind: str) -> str:
-    """INSERT the archived rows of ``kind`` back, every archived column by name."""
+    """INSERT the archived rows of ``kind`` back, every archived column by name
+    (a text value holding U+0000 from ``temp.rv_nul``, exactly)."""
     cols = ", ".join(quote_ident(c) for c in columns)
     values = ", ".join(
-        f"json_extract(r.row_json, {quote_literal(chr(36) + '.' + quote_ident(c))})"
+        f"CASE WHEN instr(r.row_json, '\\u0000') AND EXISTS (SELECT 1 FROM temp.rv_nul AS v"
+        f" WHERE v.kind = r.kind AND v.k = r.k AND v.col = {quote_literal(c)})"
+        f" THEN (SELECT v.value FROM temp.rv_nul AS v WHERE v.kind = r.kind AND v.k = r.k"
+        f" AND v.col = {quote_literal(c)})"
+        f" ELSE json_extract(r.row_json, {quote_literal(chr(36) + '.' + quote_ident(c))}) END"
         for c in columns
     )
     return (

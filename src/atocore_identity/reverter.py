@@ -176,6 +176,7 @@ def _load_archive(conn: sqlite3.Connection, archive: Archive, projects: tuple[st
                 conn.executemany(inverse.INSERT, rows)
                 rows = []
     conn.executemany(inverse.INSERT, rows)
+    conn.executemany(inverse.INSERT_NUL, seen.nul_values)
     check_counts(archive, seen, projects)
     for sql in inverse.INDEX:
         conn.execute(sql)
@@ -279,7 +280,8 @@ def revert_script(inv: Inverse, report: Path) -> str:
     """The SQL revert runs, for a DBA to review (revert --format sql)."""
     lines = [
         "-- atocore-identity revert script",
-        f"-- temp.rv_rec is loaded from the archive of {report}",
+        f"-- temp.rv_rec and temp.rv_nul (archived text holding U+0000) are loaded from the"
+        f" archive of {report}",
         "-- (one row per record; see docs/reports.md), then classified and written back.",
         "BEGIN IMMEDIATE;",
         *[s + ";" for s in inv.statements],
