@@ -110,26 +110,37 @@ def test_a_signal_during_revert_rolls_back(
 
 
 AT_COMMIT = r"""
-import os, signal, sys
+import os, signal, sys, threading
 import atocore_identity.transaction as tx
 from atocore_identity.cli import main
-real_commit, signum = tx.commit, int(sys.argv[1])
+real_commit, signum, threads = tx.commit, int(sys.argv[1]), sys.argv[2] == "thread"
+if threads:
+    # like rich's progress-bar refresh on a terminal: a second thread that may
+    # take a process-directed signal while the main thread blocks it
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
 
 def commit(conn, db, busy_timeout):
     real_commit(conn, db, busy_timeout)
     os.kill(os.getpid(), signum)  # a real signal, arriving once COMMIT returned
 
 tx.commit = commit
-main(sys.argv[2:])
+main(sys.argv[3:])
 """
 
 
+@pytest.mark.parametrize("threads", ["alone", "thread"])
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_commit_says_the_write_is_committed(
-    legacy: tuple[Path, Path, Path], tmp_path: Path, signum: int, code: int, reliability: Any
+    legacy: tuple[Path, Path, Path],
+    tmp_path: Path,
+    signum: int,
+    code: int,
+    threads: str,
+    reliability: Any,
 ) -> None:
     """Held back across COMMIT and its report, a signal must not be told as a
-    rollback afterwards: the apply is committed and its report says applied."""
+    rollback afterwards: the apply is committed and its report says applied.
+    Also with a second thread running, which may take the signal."""
     src, reg, res = legacy
     db = tmp_path / "atocore.db"
     db.write_bytes(src.read_bytes())
@@ -137,7 +148,7 @@ def test_a_signal_during_commit_says_the_write_is_committed(
     args = ["apply", "--db", str(db), "--registry", str(reg), "--report-dir", str(reports),
             "--resolutions", str(res), "--yes"]  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-c", AT_COMMIT, str(int(signum)), *args],
+        [sys.executable, "-c", AT_COMMIT, str(int(signum)), threads, *args],
         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert done.returncode == code, done.stderr
@@ -149,6 +160,6 @@ def test_a_signal_during_commit_says_the_write_is_committed(
     assert not list(reports.glob(".tmp-*"))
     assert run_cli(*args).code == 3  # nothing left to migrate: an empty plan refuses
     reliability(
-        f"signal {signal.Signals(signum).name} right after COMMIT (held back)",
+        f"signal {signal.Signals(signum).name} right after COMMIT (held back; {threads})",
         f"exit {code}: {last}; apply report 'applied', no interrupted report",
     )

@@ -429,9 +429,12 @@ def run_main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except InterruptedAfterCommit as exc:
         name = "interrupted (Ctrl-C)" if exc.signum == signal.SIGINT else "terminated (SIGTERM)"
+        report = f"but {exc.warning}" if exc.warning else "and its report written"
         click.echo(
-            f"Error: {name} during COMMIT, held back until it finished: the write is"
-            " committed and its report written; see `atocore-identity history`",
+            one_line(
+                f"Error: {name} during COMMIT, held back until it finished: the write is"
+                f" committed {report}; see `atocore-identity history`"
+            ),
             err=True,
         )
         return exc.exit_code

@@ -85,5 +85,10 @@ class Interrupted(BaseException):
 
 class InterruptedAfterCommit(Interrupted):
     """SIGINT or SIGTERM arrived while COMMIT and its reports ran: held back
-    until they finished, so the write is committed and reported; nothing was
-    left to stop (``transaction.signals_deferred``)."""
+    until they finished, so the write is committed; nothing was left to stop
+    (``transaction.signals_deferred``). ``warning``: what went wrong with its
+    report, if anything (set by the command that kept the report)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.warning: str | None = None

@@ -234,21 +234,31 @@ def _write_failed(db: Path, exc: sqlite3.Error, what: str) -> DatabaseError | Re
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back while COMMIT and its report update run.
 
-    If the block raises, a held signal is delivered (and handled) as the block
-    ends: the write rolled back. If it finishes, the write is committed and
-    reported: a signal that came meanwhile is taken off the queue and raised
-    as InterruptedAfterCommit, which says so instead of "rolled back".
+    Blocking them in this thread is not enough: another thread (rich's
+    progress bar refresh) may take a process-directed signal, and Python then
+    runs the handler here at once. So for the block the handlers only note the
+    signal, and the mask keeps one aimed at this thread pending. If the block
+    finishes, the write is committed and reported: a signal that came
+    meanwhile is raised as InterruptedAfterCommit, which says so instead of
+    "rolled back". If the block raises, its own error (the rollback) goes on.
     """
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    held = (signal.SIGINT, signal.SIGTERM)
     arrived: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        arrived.append(signum)
+
+    handlers = {s: signal.signal(s, note) for s in held}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield
-        for signum in sorted(signal.sigpending() & held):
+    finally:
+        for signum in sorted(signal.sigpending() & set(held)):
             if signal.sigtimedwait([signum], 0) is not None:
                 arrived.append(signum)
-    finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in handlers.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
     if arrived:
         raise InterruptedAfterCommit(arrived[0])
 

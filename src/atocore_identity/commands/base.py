@@ -174,8 +174,10 @@ class ReportTrail:
         except RolledBack as exc:
             self.rolled_back(doc(exc.result))
             raise
-        except InterruptedAfterCommit:
-            raise  # committed, and its report says so: no attempt to record
+        except InterruptedAfterCommit as exc:
+            # committed: no attempt to record, but say if its report could not be
+            exc.warning = "; ".join(self.warnings) or None
+            raise
         except (Refused, Interrupted, KeyboardInterrupt) as exc:
             self.attempt(registry, exc, attempt)
             raise
