@@ -120,3 +120,63 @@ def test_a_worker_that_cannot_open_the_database_is_one_clear_error(tmp_path: Pat
         main.close()
     assert caught.value.exit_code == 2
     assert str(path) in caught.value.message and "\n" not in caught.value.message
+
+
+@pytest.mark.parametrize("executable", ["", "/nonexistent/python", "/bin/false"])
+def test_a_worker_that_cannot_run_is_replaced_by_discovery_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executable: str
+) -> None:
+    """No interpreter to start, one that cannot be started, one that dies at
+    once: plan still discovers, inline, and finds the same columns."""
+    from atocore_identity.discovery import discovering
+    from atocore_identity.registry import load_registry
+    from atocore_identity.survey import discover_columns
+    from atocore_identity.targets import resolve_targets
+
+    path = db_file(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE conflicts (id INTEGER PRIMARY KEY, project TEXT)")
+    conn.execute("INSERT INTO conflicts (project) VALUES ('p05')")
+    conn.commit()
+    conn.close()
+    registry = load_registry(write_registry(tmp_path / "registry.json", DEFAULT_REGISTRY))
+    main = open_database(path, readonly=True)
+    try:
+        targets, _ = resolve_targets(main, [])
+        expected = discover_columns(main, registry, targets)
+        monkeypatch.setattr("sys.executable", executable)
+        with discovering(main, registry, targets) as found:
+            got = found()
+    finally:
+        main.close()
+    assert got == expected
+    assert [(c.table, c.column) for c in got.columns] == [("conflicts", "project")]
+
+
+def test_a_plan_that_fails_after_its_companion_leaves_no_companion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan writes its companion while discovery runs; if the plan then fails
+    (here: the worker's file is gone), no companion is left that no report names."""
+    from conftest import run_cli
+
+    assert run_cli("demo", tmp_path / "demo").code == 0
+    db, registry = tmp_path / "demo" / "atocore.db", tmp_path / "demo" / "registry.json"
+    reports = tmp_path / "reports"
+    import atocore_identity.discovery as discovery_mod
+
+    real = discovery_mod._collect
+
+    def collect_after_the_file_is_gone(proc):  # type: ignore[no-untyped-def]
+        # the companion exists by now; the worker's answer is a typed error
+        assert list(reports.glob("plan-*.rows.jsonl.gz"))
+        from atocore_identity.errors import DatabaseError
+
+        raise DatabaseError("database gone", "restore it")
+
+    monkeypatch.setattr(discovery_mod, "_collect", collect_after_the_file_is_gone)
+    done = run_cli("plan", "--db", db, "--registry", registry, "--report-dir", reports)
+    monkeypatch.setattr(discovery_mod, "_collect", real)
+    assert done.code == 2, done.stderr
+    assert "database gone" in done.stderr
+    assert sorted(p.name for p in reports.iterdir()) == []

@@ -604,20 +604,21 @@ def test_bytes_that_are_not_utf8_are_still_folded_by_python(tmp_path: Path) -> N
     its byte count; discovery reads it as 'p\\ufffd5'. With such a name
     registered, the SQL fold is not used and Python finds the value."""
     path = tmp_path / "registry.json"
-    weird = [*DEFAULT_REGISTRY, {"id": "x-proj", "aliases": ["p\ufffd5"]}]
+    weird = [*DEFAULT_REGISTRY, {"id": "x-proj", "aliases": ["p\ufffd5", "\ufffdq7"]}]
     path.write_text(json.dumps({"projects": weird}), "utf-8")
     registry = load_registry(path)
     shape = name_shape(registry)
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (v)")
     conn.execute("INSERT INTO t VALUES (CAST(X'708035' AS TEXT))")  # p, 0x80, 5
+    conn.execute("INSERT INTO t VALUES (CAST(X'807137' AS TEXT))")  # 0x80 first: unicode() 128
     conn.execute("INSERT INTO t VALUES ('P05 ')")
     conn.text_factory = lambda b: b.decode("utf-8", "replace")
     kept = [
         r[0]
         for r in conn.execute(f'SELECT "v" FROM t WHERE {shape.where(chr(34) + "v" + chr(34))}')
     ]
-    assert sorted(kept) == ["P05 ", "p\ufffd5"]
+    assert sorted(kept) == ["P05 ", "p\ufffd5", "\ufffdq7"]
     assert registry.classify("p\ufffd5") == ("alias", "x-proj")
     # without such a name, the ASCII fold in SQL is used again
     assert "lower(trim(" in name_shape(

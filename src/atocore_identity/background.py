@@ -1,13 +1,15 @@
 """Read-only SQLite work on a second connection and thread, beside the main one.
 
-apply checks the file (``PRAGMA quick_check``) while it plans and checks its
-backup's copy while it archives and writes; plan discovers unconfigured
-columns while it plans. sqlite3 releases the GIL while a statement runs, so
-with two cores both connections work at once. A job's connection is its own:
-it sees the committed file (or the backup's copy), never the main
-connection's TEMP tables or uncommitted writes, and every job here reads
-only that. The main thread always collects or cancels a job before it goes
-on past the point the job guards (``in_background`` cancels on any exit).
+apply and revert check the file (``PRAGMA quick_check``) while they plan,
+and check their backup's copy while they archive and write. sqlite3 releases
+the GIL while a statement runs, and a check reads pages more than it
+allocates, so it overlaps well with the main connection's work (plan's
+discovery, which allocates for every value, runs in a process instead:
+``discovery.py``). A job's connection is its own: it sees the committed file
+(or the backup's copy), never the main connection's TEMP tables or
+uncommitted writes, and every job here reads only that. The main thread
+always collects or cancels a job before it goes on past the point the job
+guards (``in_background`` cancels on any exit).
 """
 
 from __future__ import annotations

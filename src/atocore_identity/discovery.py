@@ -7,8 +7,11 @@ parallel: ``discovering`` starts ``python -m atocore_identity.discovery``,
 hands it the job (database path, registry, targets, ignored columns) pickled
 on stdin and reads the ``Discovery`` back, pickled on stdout. The worker
 opens the database read-only and reads only committed columns nobody
-configured. It is killed when the block that started it ends without
-collecting it, and it does not inherit the SIGKILL test hook.
+configured; it imports the package from the parent's ``sys.path`` and does
+not inherit the SIGKILL test hook. It is killed when the block that started
+it ends without collecting it (if the parent itself is SIGKILLed, the worker
+finishes its reading and exits). A worker that cannot start, dies or
+answers nonsense is replaced by discovery inline: slower, never less.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from atocore_identity.database import (
     main_file,
     open_database,
 )
-from atocore_identity.errors import EXIT_BUG, IdentityError
+from atocore_identity.errors import IdentityError
 from atocore_identity.plan_objects import Discovery
 from atocore_identity.registry import Registry
 from atocore_identity.survey import discover_columns
@@ -50,12 +53,6 @@ class Job:
     sample_rows: int  # the parent's survey.SAMPLE_ROWS: the worker reads as many
 
 
-class WorkerFailed(IdentityError):
-    """The discovery worker died or answered with something that is not a Discovery."""
-
-    exit_code = EXIT_BUG
-
-
 @contextmanager
 def discovering(
     conn: sqlite3.Connection,
@@ -65,31 +62,33 @@ def discovering(
 ) -> Iterator[Callable[[], Discovery]]:
     """Discovery of ``conn``'s file in a worker process while the caller plans
     with ``conn``; the yielded function waits for it. A database without a
-    file (in memory) is discovered inline, when asked."""
+    file (in memory), a worker that cannot start, and a worker that dies or
+    answers nonsense fall back to discovery inline on ``conn``: slower, never
+    less. A typed error from the worker (the file gone) is raised as itself."""
+
+    def inline() -> Discovery:
+        return discover_columns(conn, registry, targets, ignore)
+
     path = main_file(conn)
-    if path is None:
-        yield lambda: discover_columns(conn, registry, targets, ignore)
+    proc = (
+        None
+        if path is None
+        else _start(
+            Job(
+                path,
+                busy_timeout_of(conn),
+                registry,
+                tuple(targets),
+                tuple(ignore),
+                survey.SAMPLE_ROWS,
+            )
+        )
+    )
+    if proc is None:
+        yield inline
         return
-    job = Job(
-        path, busy_timeout_of(conn), registry, tuple(targets), tuple(ignore), survey.SAMPLE_ROWS
-    )
-    env = {k: v for k, v in os.environ.items() if k != TEST_KILL_ENV}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "atocore_identity.discovery"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
     try:
-        stdin, proc.stdin = proc.stdin, None  # sent once here; communicate() only reads
-        assert stdin is not None
-        try:
-            with stdin:
-                stdin.write(pickle.dumps(job))
-        except BrokenPipeError:
-            pass  # the worker died at start; _collect says so
-        yield lambda: _collect(proc)
+        yield lambda: _collect(proc) or inline()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -99,21 +98,44 @@ def discovering(
                 stream.close()
 
 
-def _collect(proc: subprocess.Popen[bytes]) -> Discovery:
-    out, err = proc.communicate()
+def _start(job: Job) -> subprocess.Popen[bytes] | None:
+    """The worker, its job sent; None if it cannot be started here."""
+    if not sys.executable:
+        return None
+    env = {k: v for k, v in os.environ.items() if k != TEST_KILL_ENV}
+    # The worker imports this very package, wherever it came from (a zipapp,
+    # a path added by a launcher), not whatever an installation would give.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "atocore_identity.discovery"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+    except OSError:
+        return None
+    stdin, proc.stdin = proc.stdin, None  # sent once here; communicate() only reads
+    assert stdin is not None
+    try:
+        with stdin:
+            stdin.write(pickle.dumps(job))
+    except BrokenPipeError:
+        pass  # the worker died at start: _collect falls back
+    return proc
+
+
+def _collect(proc: subprocess.Popen[bytes]) -> Discovery | None:
+    """The worker's Discovery; None if it died or answered nonsense."""
+    out, _ = proc.communicate()
     try:
         answer = pickle.loads(out) if proc.returncode == 0 else None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError):
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, ImportError):
         answer = None
     if isinstance(answer, IdentityError):
         raise answer
-    if isinstance(answer, Discovery):
-        return answer
-    last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-    raise WorkerFailed(
-        f"discovery of unconfigured columns failed (worker exit {proc.returncode}: {last[0]})",
-        "run again with --no-discover, and report this with --debug output",
-    )
+    return answer if isinstance(answer, Discovery) else None
 
 
 def _work() -> None:

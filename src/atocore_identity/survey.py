@@ -254,10 +254,16 @@ class NameShape:
         is all ASCII (as many bytes as characters) is kept only when its fold
         is a registered name: on ASCII, ``lower(trim(v, ASCII_BLANK))`` is
         exactly ``v.strip().lower()``. Anything else goes to Python's fold.
-        (A byte that is not UTF-8 also counts as one character; read as
-        U+FFFD it can only be a registered name holding U+FFFD, and then the
-        SQL fold is left out.)
+        (A byte that is not UTF-8 reads as U+FFFD; it can only be part of a
+        registered name holding U+FFFD, and with one registered every text
+        value goes to Python.)
         """
+        if any(REPLACEMENT in k for k in self.keys):
+            # Bytes that are not UTF-8 read as U+FFFD in Python but count as
+            # characters of their own in SQLite's length() and unicode() (a
+            # stray 0x80 is 128): with such a name registered, no test on
+            # length, first character or byte count is exact. Python decides.
+            return f"typeof({column}) = 'text'"
         blank = "(" + ", ".join(str(c) for c in WHITESPACE) + ")"
         first = "(" + ", ".join(str(c) for c in self.first) + ")"
         shape = (
@@ -266,11 +272,6 @@ class NameShape:
             f" OR (unicode({column}) IN {first} AND (length({column}) <= {self.hi}"
             f" OR unicode(substr({column}, -1)) IN {blank})))"
         )
-        if any(REPLACEMENT in k for k in self.keys):
-            # Bytes that are not UTF-8 count as characters in SQLite's length()
-            # and read as U+FFFD in Python: with such a name registered, the
-            # byte count no longer proves a value is ASCII.
-            return shape
         return (
             f"{shape} AND (length(CAST({column} AS BLOB)) <> length({column})"
             f" OR lower(trim({column}, {quote_literal(ASCII_BLANK)})) IN {in_list(self.keys)})"

@@ -75,45 +75,51 @@ def run(
 ) -> PlanOutcome:
     decisions = load_resolutions(resolutions)
     _check_out(out)
-    with read_session(inputs) as s:
-        # inputs first: a bad registry or database is exit 2 whatever the report dir
-        ignore = resolve_ignored(s.conn, inputs.ignore, s.targets)
-        report_dir = out.parent if out is not None else ensure_report_dir(inputs.report_dir)
-        written: list[Path] = []
+    written: list[Path] = []  # the companion, once written
+    try:
+        with read_session(inputs) as s:
+            # inputs first: a bad registry or database is exit 2 whatever the report dir
+            ignore = resolve_ignored(s.conn, inputs.ignore, s.targets)
+            report_dir = out.parent if out is not None else ensure_report_dir(inputs.report_dir)
 
-        def write_companion(decided: Plan) -> None:
-            # while discovery's worker still reads: the companion needs only the decisions
-            if not decided.is_empty:
-                inputs.progress("writing the plan's row detail")
-                comp_path, _ = unique_path(report_dir, "plan", ".rows.jsonl.gz")
-                written.append(write_plan_records(s.conn, decided, comp_path))
+            def write_companion(decided: Plan) -> None:
+                # while discovery's worker still reads: the companion needs only the decisions
+                if not decided.is_empty:
+                    inputs.progress("writing the plan's row detail")
+                    comp_path, _ = unique_path(report_dir, "plan", ".rows.jsonl.gz")
+                    written.append(write_plan_records(s.conn, decided, comp_path))
 
-        plan = build_plan(
-            s.conn,
-            s.registry,
-            s.targets,
-            s.missing,
-            decisions,
-            inputs.progress,
-            discover=inputs.discover,
-            ignore=ignore,
-            meanwhile=write_companion,
+            plan = build_plan(
+                s.conn,
+                s.registry,
+                s.targets,
+                s.missing,
+                decisions,
+                inputs.progress,
+                discover=inputs.discover,
+                ignore=ignore,
+                meanwhile=write_companion,
+            )
+            preview: list[dict[str, Any]] = []
+            if plan.survey.has_state and plan.groups:
+                preview = [_flat(r) for r in islice(iter_state_rows(s.conn), PREVIEW_ROWS)]
+            inputs.progress("writing the plan report")
+            companion = written[0] if written else None
+            script = apply_script(plan)
+        payload = report_envelope(
+            "plan", inputs, s.registry, plan.fingerprint, plan.counts, plan_details(plan, preview)
         )
-        preview: list[dict[str, Any]] = []
-        if plan.survey.has_state and plan.groups:
-            preview = [_flat(r) for r in islice(iter_state_rows(s.conn), PREVIEW_ROWS)]
-        inputs.progress("writing the plan report")
-        companion = written[0] if written else None
-        script = apply_script(plan)
-    payload = report_envelope(
-        "plan", inputs, s.registry, plan.fingerprint, plan.counts, plan_details(plan, preview)
-    )
-    payload["registry_summary"] = registry_summary(s.registry)
-    payload["resolutions"] = str(resolutions) if resolutions else None
-    # apply --plan checks it is given the same resolutions the plan was made with
-    payload["resolutions_sha256"] = file_sha256(resolutions) if resolutions else None
-    payload["companion"] = companion.name if companion else None
-    report = publish_report(inputs, "plan", payload, out)
+        payload["registry_summary"] = registry_summary(s.registry)
+        payload["resolutions"] = str(resolutions) if resolutions else None
+        # apply --plan checks it is given the same resolutions the plan was made with
+        payload["resolutions_sha256"] = file_sha256(resolutions) if resolutions else None
+        payload["companion"] = companion.name if companion else None
+        report = publish_report(inputs, "plan", payload, out)
+    except BaseException:
+        # a companion that no report names is debris: it goes with the failed plan
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return PlanOutcome(plan, preview, payload, report, companion, script, detailed_exitcode)
 
 
