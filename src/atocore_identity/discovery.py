@@ -1,4 +1,4 @@
-"""Discovery in a worker process while plan plans (SPEC §3, decision 36).
+"""Discovery in a worker process beside plan's and verify's own work (decision 36).
 
 ``survey.discover_columns`` owns what discovery reads and how it decides;
 this module owns where it runs. A second thread would add little: SQLite in

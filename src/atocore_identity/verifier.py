@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from atocore_identity.database import (
     table_columns,
     table_exists,
 )
+from atocore_identity.discovery import discovering
 from atocore_identity.errors import BadInput
 from atocore_identity.plan_objects import Discovery, Survey
 from atocore_identity.registry import Registry
@@ -90,8 +92,27 @@ def run_verify(
     """The checklist. ``discover`` also searches the columns nobody configured
     (except the ``ignore``d ones): any alias-keyed value there fails verify."""
     result = VerifyResult()
-    surv = survey(conn, registry, targets, missing, discover=discover, ignore=ignore)
-    _database_checks(conn, surv, result)
+    # discovery reads in a worker process while the other checks run here
+    with discovering(conn, registry, targets, ignore) if discover else nullcontext() as found:
+        surv = survey(conn, registry, targets, missing, ignore=ignore)
+        at = _database_checks(conn, surv, result)
+        _report_and_backup_checks(conn, surv, targets, report_path, backup, report_dir, result)
+        if found is not None:
+            surv.discovery = found()
+    _discovery_checks(surv, result, at)
+    return result
+
+
+def _report_and_backup_checks(
+    conn: sqlite3.Connection,
+    surv: Survey,
+    targets: list[Target],
+    report_path: Path | None,
+    backup: Path | None,
+    report_dir: Path | None,
+    result: VerifyResult,
+) -> None:
+    """With --report, the rows are where it says; with --backup, conservation."""
     if report_path is None and backup is not None and report_dir is not None:
         report_path = find_apply_report(report_dir, backup)
     companion: Path | None = None
@@ -110,25 +131,32 @@ def run_verify(
         result.skipped.append(
             "conservation against the backup: pass --backup REPORT_DIR/backup-….db"
         )
-    return result
 
 
-def _database_checks(conn: sqlite3.Connection, surv: Survey, result: VerifyResult) -> None:
-    """What holds of the database alone: no shadows, no alias names anywhere
-    (configured or discovered), one canonical row per project, a sound file."""
+def _database_checks(conn: sqlite3.Connection, surv: Survey, result: VerifyResult) -> int:
+    """What holds of the database alone: no shadows, no alias names in the
+    configured columns, one canonical row per project, a sound file. Returns
+    where discovery's check goes: right after the configured columns'."""
     result.checks += [checks.no_shadow_rows(surv), *checks.no_alias_names(surv)]
+    at = len(result.checks)
+    result.checks.append(checks.one_canonical_row(surv))
+    result.checks += _file_checks(conn)
+    return at
+
+
+def _discovery_checks(surv: Survey, result: VerifyResult, at: int) -> None:
+    """No alias names in the columns nobody configured, at ``at`` in the
+    checklist and first among the skipped (discovery is collected last)."""
     result.discovery = surv.discovery
     if surv.discovery is not None:
-        result.checks.append(checks.no_unconfigured_alias_values(surv.discovery))
-        result.skipped += [
+        result.checks.insert(at, checks.no_unconfigured_alias_values(surv.discovery))
+        result.skipped[0:0] = [
             f"discovery: rows after the first {s.rows_read} of {s.table_rows} in {s.table}"
             " (large tables are sampled)"
             for s in surv.discovery.sampled
         ]
     else:
-        result.skipped.append(checks.DISCOVERY_SKIPPED)
-    result.checks.append(checks.one_canonical_row(surv))
-    result.checks += _file_checks(conn)
+        result.skipped.insert(0, checks.DISCOVERY_SKIPPED)
 
 
 def _apply_report_checks(
