@@ -180,3 +180,38 @@ def test_a_plan_that_fails_after_its_companion_leaves_no_companion(
     assert done.code == 2, done.stderr
     assert "database gone" in done.stderr
     assert sorted(p.name for p in reports.iterdir()) == []
+
+
+def test_two_workers_share_the_columns_and_find_what_one_pass_finds(tmp_path: Path) -> None:
+    """inspect's discovery: the columns shared out between two workers, the
+    results merged in discovery's own order, the statements sent back."""
+    from atocore_identity.discovery import discovering_shared
+    from atocore_identity.registry import load_registry
+    from atocore_identity.survey import discover_columns
+    from atocore_identity.targets import resolve_targets
+
+    path = db_file(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE conflicts (id INTEGER PRIMARY KEY, project TEXT, note TEXT)")
+    conn.execute("CREATE TABLE tags (label TEXT PRIMARY KEY, owner TEXT) WITHOUT ROWID")
+    conn.executemany(
+        "INSERT INTO conflicts (project, note) VALUES (?, ?)",
+        [("p05", "x"), ("P06 ", "p04"), ("free text", "y")] * 50,
+    )
+    conn.executemany("INSERT INTO tags VALUES (?, ?)", [("p05", "me"), ("other", "gigabit")])
+    conn.commit()
+    conn.close()
+    registry = load_registry(write_registry(tmp_path / "registry.json", DEFAULT_REGISTRY))
+    main = open_database(path, readonly=True)
+    try:
+        targets, _ = resolve_targets(main, [])
+        inline = discover_columns(main, registry, targets)
+        with discovering_shared(main, registry, targets, workers=2, trace=True) as found:
+            shared, statements = found()
+    finally:
+        main.close()
+    assert shared == inline
+    flagged = {(c.table, c.column) for c in shared.columns}
+    assert {("conflicts", "project"), ("conflicts", "note"), ("tags", "label")} <= flagged
+    grouped = [q for q in statements if " GROUP BY " in q]
+    assert len(grouped) == len(inline.read)  # every column read once, by one worker

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -391,6 +391,7 @@ def discover_columns(
     ignore: Sequence[tuple[str, str]] = (),
     progress: Progress = quiet,
     sample_rows: int | None = None,
+    only: Collection[tuple[str, str]] | None = None,
 ) -> Discovery:
     """Unconfigured text columns holding alias-keyed or variant-spelled names.
 
@@ -400,13 +401,12 @@ def discover_columns(
     text values that can fold to a registered name (``NameShape.where``), so a
     huge free-text column returns nothing big. The distinct values are
     classified in Python with ``registry.classify`` (SQLite's lower() folds
-    ASCII only, so it is never used).
+    ASCII only: it is used on all-ASCII values only, ``NameShape.where``).
     Tables over ``sample_rows`` rows (default ``SAMPLE_ROWS``) are read up to
-    that many rows, and the result says so.
+    that many rows, and the result says so. ``only`` limits it to those
+    (table, column) pairs (a share of the work, ``discovery.py``).
     """
-    skip = {(t.lower(), c.lower()) for t, c in OWNED}
-    skip |= {(t.table.lower(), t.column.lower()) for t in targets}
-    skip |= {(t.lower(), c.lower()) for t, c in ignore}
+    skip = _skipped(targets, ignore)
     shape = name_shape(registry)
     limit = SAMPLE_ROWS if sample_rows is None else sample_rows
     found: list[DiscoveredColumn] = []
@@ -414,6 +414,11 @@ def discover_columns(
     sampled: list[SampledTable] = []
     with _lenient_text(conn):
         for cand in _candidates(conn, skip):
+            if only is not None:
+                mine = tuple(c for c in cand.columns if (cand.table, c) in only)
+                if not mine:
+                    continue
+                cand = _Candidate(cand.table, mine, cand.order)
             progress(f"discovering names in {cand.table}")
             tab = f"main.{quote_ident(cand.table)}"
             (total,) = conn.execute(f"SELECT COUNT(*) FROM {tab}").fetchone()
@@ -432,6 +437,53 @@ def discover_columns(
         sampled=sampled,
         sample_rows=limit,
         length_window=(shape.lo, shape.hi),
+    )
+
+
+def _skipped(targets: Sequence[Target], ignore: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """(table, column), lower-cased, that discovery does not read."""
+    skip = {(t.lower(), c.lower()) for t, c in OWNED}
+    skip |= {(t.table.lower(), t.column.lower()) for t in targets}
+    skip |= {(t.lower(), c.lower()) for t, c in ignore}
+    return skip
+
+
+def discovery_columns(
+    conn: sqlite3.Connection, targets: Sequence[Target], ignore: Sequence[tuple[str, str]] = ()
+) -> list[tuple[str, str, int]]:
+    """(table, column, about how many rows a read of it takes) for every
+    column discovery reads, in its order. The row count is the table's
+    largest rowid (one index seek), or its COUNT(*) without a rowid, capped
+    at what discovery samples."""
+    out: list[tuple[str, str, int]] = []
+    for cand in _candidates(conn, _skipped(targets, ignore)):
+        tab = f"main.{quote_ident(cand.table)}"
+        sql = f"SELECT max({cand.order}) FROM {tab}" if cand.order == "rowid" else ""
+        (rows,) = conn.execute(sql or f"SELECT COUNT(*) FROM {tab}").fetchone()
+        out += [(cand.table, col, min(int(rows or 0), SAMPLE_ROWS)) for col in cand.columns]
+    return out
+
+
+def merge_discoveries(parts: Sequence[Discovery], order: Sequence[tuple[str, str]]) -> Discovery:
+    """One Discovery from shares over disjoint columns, in discovery's order."""
+    rank = {pair: i for i, pair in enumerate(order)}
+    named = {f"{t}.{c}": i for (t, c), i in rank.items()}
+    tables = {t: i for i, (t, _) in reversed(list(enumerate(order)))}
+    last = len(rank)
+    sampled: dict[str, SampledTable] = {}
+    for part in parts:
+        for s in part.sampled:
+            sampled.setdefault(s.table, s)
+    first = parts[0]
+    return Discovery(
+        columns=sorted(
+            (c for p in parts for c in p.columns), key=lambda c: rank.get((c.table, c.column), last)
+        ),
+        read=sorted((r for p in parts for r in p.read), key=lambda r: named.get(r, last)),
+        ignored=first.ignored,
+        sampled=sorted(sampled.values(), key=lambda s: tables.get(s.table, last)),
+        sample_rows=first.sample_rows,
+        length_window=first.length_window,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from atocore_identity.commands.base import (
     report_envelope,
 )
 from atocore_identity.database import traced
+from atocore_identity.discovery import discovering_shared
 from atocore_identity.errors import EXIT_OK, Refused
 from atocore_identity.plan_objects import Discovery, Survey
 from atocore_identity.registry import Registry, fold
@@ -40,16 +42,18 @@ def run(inputs: Inputs) -> InspectOutcome:
     statements: list[str] = []
     with read_session(inputs) as s:
         ignore = resolve_ignored(s.conn, inputs.ignore, s.targets)
-        with traced(s.conn, statements.append):
-            surv = survey(
-                s.conn,
-                s.registry,
-                s.targets,
-                s.missing,
-                inputs.progress,
-                discover=inputs.discover,
-                ignore=ignore,
-            )
+        with (
+            traced(s.conn, statements.append),
+            discovering_shared(s.conn, s.registry, s.targets, ignore, workers=2, trace=True)
+            if inputs.discover
+            else nullcontext() as found,
+        ):
+            # discovery reads in two worker processes while the survey runs here
+            surv = survey(s.conn, s.registry, s.targets, s.missing, inputs.progress)
+            if found is not None:
+                inputs.progress("discovering names in unconfigured columns")
+                surv.discovery, theirs = found()
+                statements += theirs
     # The trace also caught the introspection PRAGMAs; keep only what measures.
     statements = [
         q
