@@ -17,7 +17,13 @@ import pytest
 
 from atocore_identity.background import in_background
 from atocore_identity.database import main_file, open_database
-from conftest import DEFAULT_REGISTRY, build_db, legacy_tables, write_registry
+from atocore_identity.discovery import discovering, discovering_shared
+from atocore_identity.errors import DatabaseError
+from atocore_identity.planner import build_plan
+from atocore_identity.registry import Registry, load_registry
+from atocore_identity.survey import discover_columns
+from atocore_identity.targets import resolve_targets
+from conftest import DEFAULT_REGISTRY, build_db, legacy_tables, run_cli, write_registry
 
 ENDLESS = (
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000)"
@@ -29,6 +35,17 @@ def db_file(tmp_path: Path) -> Path:
     path = tmp_path / "atocore.db"
     build_db(path, **legacy_tables())
     return path
+
+
+def with_tables(tmp_path: Path, script: str) -> tuple[Path, Registry]:
+    """db_file plus the tables and rows of ``script``, and the default registry."""
+    path = db_file(tmp_path)
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(script)
+    finally:
+        conn.close()
+    return path, load_registry(write_registry(tmp_path / "registry.json", DEFAULT_REGISTRY))
 
 
 def connector(path: Path) -> Callable[[threading.Event], sqlite3.Connection]:
@@ -74,18 +91,12 @@ def test_leaving_the_block_early_interrupts_the_job_and_ends_its_thread(tmp_path
 def test_plan_discovers_in_a_worker_process_and_reports_the_same(tmp_path: Path) -> None:
     """build_plan's discovery (discovery.discovering, a worker process) finds
     what discovery on the plan's own connection finds."""
-    from atocore_identity.planner import build_plan
-    from atocore_identity.registry import load_registry
-    from atocore_identity.survey import discover_columns
-    from atocore_identity.targets import resolve_targets
 
-    path = db_file(tmp_path)
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE conflicts (id INTEGER PRIMARY KEY, project TEXT)")
-    conn.executemany("INSERT INTO conflicts (project) VALUES (?)", [("p05",), ("P05 ",), ("x",)])
-    conn.commit()
-    conn.close()
-    registry = load_registry(write_registry(tmp_path / "registry.json", DEFAULT_REGISTRY))
+    path, registry = with_tables(
+        tmp_path,
+        "CREATE TABLE conflicts (id INTEGER PRIMARY KEY, project TEXT);"
+        " INSERT INTO conflicts (project) VALUES ('p05'), ('P05 '), ('x');",
+    )
     main = open_database(path, readonly=True)
     try:
         assert main_file(main) == path.resolve()
@@ -103,10 +114,6 @@ def test_plan_discovers_in_a_worker_process_and_reports_the_same(tmp_path: Path)
 def test_a_worker_that_cannot_open_the_database_is_one_clear_error(tmp_path: Path) -> None:
     """The worker opens the file by its path: gone since the plan's connection
     opened it, the worker's typed error comes back as itself (exit 2)."""
-    from atocore_identity.errors import DatabaseError
-    from atocore_identity.planner import build_plan
-    from atocore_identity.registry import load_registry
-    from atocore_identity.targets import resolve_targets
 
     path = db_file(tmp_path)
     registry = load_registry(write_registry(tmp_path / "registry.json", DEFAULT_REGISTRY))
@@ -128,18 +135,12 @@ def test_a_worker_that_cannot_run_is_replaced_by_discovery_inline(
 ) -> None:
     """No interpreter to start, one that cannot be started, one that dies at
     once: plan still discovers, inline, and finds the same columns."""
-    from atocore_identity.discovery import discovering
-    from atocore_identity.registry import load_registry
-    from atocore_identity.survey import discover_columns
-    from atocore_identity.targets import resolve_targets
 
-    path = db_file(tmp_path)
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE conflicts (id INTEGER PRIMARY KEY, project TEXT)")
-    conn.execute("INSERT INTO conflicts (project) VALUES ('p05')")
-    conn.commit()
-    conn.close()
-    registry = load_registry(write_registry(tmp_path / "registry.json", DEFAULT_REGISTRY))
+    path, registry = with_tables(
+        tmp_path,
+        "CREATE TABLE conflicts (id INTEGER PRIMARY KEY, project TEXT);"
+        " INSERT INTO conflicts (project) VALUES ('p05');",
+    )
     main = open_database(path, readonly=True)
     try:
         targets, _ = resolve_targets(main, [])
@@ -158,7 +159,6 @@ def test_a_plan_that_fails_after_its_companion_leaves_no_companion(
 ) -> None:
     """plan writes its companion while discovery runs; if the plan then fails
     (here: the worker's file is gone), no companion is left that no report names."""
-    from conftest import run_cli
 
     assert run_cli("demo", tmp_path / "demo").code == 0
     db, registry = tmp_path / "demo" / "atocore.db", tmp_path / "demo" / "registry.json"
@@ -170,7 +170,6 @@ def test_a_plan_that_fails_after_its_companion_leaves_no_companion(
     def collect_after_the_file_is_gone(proc):  # type: ignore[no-untyped-def]
         # the companion exists by now; the worker's answer is a typed error
         assert list(reports.glob("plan-*.rows.jsonl.gz"))
-        from atocore_identity.errors import DatabaseError
 
         raise DatabaseError("database gone", "restore it")
 
@@ -185,23 +184,16 @@ def test_a_plan_that_fails_after_its_companion_leaves_no_companion(
 def test_two_workers_share_the_columns_and_find_what_one_pass_finds(tmp_path: Path) -> None:
     """inspect's discovery: the columns shared out between two workers, the
     results merged in discovery's own order, the statements sent back."""
-    from atocore_identity.discovery import discovering_shared
-    from atocore_identity.registry import load_registry
-    from atocore_identity.survey import discover_columns
-    from atocore_identity.targets import resolve_targets
 
-    path = db_file(tmp_path)
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE conflicts (id INTEGER PRIMARY KEY, project TEXT, note TEXT)")
-    conn.execute("CREATE TABLE tags (label TEXT PRIMARY KEY, owner TEXT) WITHOUT ROWID")
-    conn.executemany(
-        "INSERT INTO conflicts (project, note) VALUES (?, ?)",
-        [("p05", "x"), ("P06 ", "p04"), ("free text", "y")] * 50,
+    path, registry = with_tables(
+        tmp_path,
+        "CREATE TABLE conflicts (id INTEGER PRIMARY KEY, project TEXT, note TEXT);"
+        " CREATE TABLE tags (label TEXT PRIMARY KEY, owner TEXT) WITHOUT ROWID;"
+        " WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50)"
+        " INSERT INTO conflicts (project, note) SELECT v.p, v.q FROM n, (SELECT 'p05' AS p,"
+        " 'x' AS q UNION ALL SELECT 'P06 ', 'p04' UNION ALL SELECT 'free text', 'y') AS v;"
+        " INSERT INTO tags VALUES ('p05', 'me'), ('other', 'gigabit');",
     )
-    conn.executemany("INSERT INTO tags VALUES (?, ?)", [("p05", "me"), ("other", "gigabit")])
-    conn.commit()
-    conn.close()
-    registry = load_registry(write_registry(tmp_path / "registry.json", DEFAULT_REGISTRY))
     main = open_database(path, readonly=True)
     try:
         targets, _ = resolve_targets(main, [])
