@@ -7,7 +7,8 @@ starts from a survey and decides in TEMP tables.
 Discovery (SPEC §3, opt-in: inspect, plan and verify ask for it; apply's
 postconditions do not) reads every other column that can hold text, one
 GROUP BY per column, and lists those holding alias-keyed or variant-spelled
-names: a forgotten column must never look clean.
+names: a forgotten column must never look clean. Its rules are here
+(``discover_columns``); ``discovery.py`` decides where it runs.
 """
 
 from __future__ import annotations
@@ -55,15 +56,13 @@ def survey(
     missing: list[MissingTarget],
     progress: Progress = quiet,
     memory_statuses: bool = True,
-    discover: bool = False,
-    ignore: Sequence[tuple[str, str]] = (),
 ) -> Survey:
     """Count what the registry recognises. A handful of GROUP BY statements.
 
     ``memory_statuses=False`` skips the per-status memory counts: build_plan
-    takes them from its rekey table instead of reading the rows twice.
-    ``discover=True`` also searches every unconfigured text column except the
-    ``ignore``d ones (``discover_columns``): one statement per column read.
+    takes them from its rekey table instead of reading the rows twice. The
+    survey's ``discovery`` is filled in by whoever asked for it
+    (``discovery.py`` runs ``discover_columns`` beside the caller's work).
     """
     progress("reading projects")
     project_rows, unregistered_projects = _project_rows(conn, registry)
@@ -84,7 +83,6 @@ def survey(
                     ' GROUP BY "project", "status"'
                 )
                 add_statuses(memories_by_status, conn.execute(sql))
-    discovery = discover_columns(conn, registry, targets, ignore, progress) if discover else None
     return Survey(
         targets=targets,
         missing=missing,
@@ -95,7 +93,6 @@ def survey(
         memories_by_status=memories_by_status,
         has_state=has_state,
         rename=rename,
-        discovery=discovery,
     )
 
 

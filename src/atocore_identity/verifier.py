@@ -94,7 +94,7 @@ def run_verify(
     result = VerifyResult()
     # discovery reads in a worker process while the other checks run here
     with discovering(conn, registry, targets, ignore) if discover else nullcontext() as found:
-        surv = survey(conn, registry, targets, missing, ignore=ignore)
+        surv = survey(conn, registry, targets, missing)
         at = _database_checks(conn, surv, result)
         _report_and_backup_checks(conn, surv, targets, report_path, backup, report_dir, result)
         if found is not None:
