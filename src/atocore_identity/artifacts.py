@@ -68,8 +68,8 @@ def check_backup(
     return _quick_check(path, size)
 
 
-def _read_header(path: Path) -> tuple[bytes, int] | FileState:
-    """The first 100 bytes and the size of a regular file, or why not."""
+def _regular_size(path: Path) -> int | FileState:
+    """The size of a regular file (never followed if a link), or why not."""
     name = path.name
     try:
         st = path.lstat()
@@ -77,9 +77,17 @@ def _read_header(path: Path) -> tuple[bytes, int] | FileState:
         return FileState(name, False, "missing", "no such file")
     except OSError as exc:
         return FileState(name, False, "unreadable", f"cannot stat: {exc.strerror}")
-    size = st.st_size
     if not stat.S_ISREG(st.st_mode):
-        return FileState(name, True, "unreadable", "not a regular file", size)
+        return FileState(name, True, "unreadable", "not a regular file", st.st_size)
+    return st.st_size
+
+
+def _read_header(path: Path) -> tuple[bytes, int] | FileState:
+    """The first 100 bytes and the size of a regular file, or why not."""
+    name = path.name
+    size = _regular_size(path)
+    if isinstance(size, FileState):
+        return size
     try:
         with open(path, "rb") as handle:
             header = handle.read(100)
@@ -123,14 +131,9 @@ def _quick_check(path: Path, size: int) -> FileState:
 def check_companion(path: Path, expected_sha256: str | None) -> FileState:
     """Decompress to the end (streaming): a truncated or damaged gzip fails."""
     name = path.name
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return FileState(name, False, "missing", "no such file")
-    except OSError as exc:
-        return FileState(name, False, "unreadable", f"cannot stat: {exc.strerror}")
-    if not stat.S_ISREG(st.st_mode):
-        return FileState(name, True, "unreadable", "not a regular file", st.st_size)
+    size = _regular_size(path)
+    if isinstance(size, FileState):
+        return size
     digest = hashlib.sha256()
     lines = 0
     try:
@@ -140,12 +143,10 @@ def check_companion(path: Path, expected_sha256: str | None) -> FileState:
                 while chunk := handle.read(1 << 20):
                     lines += chunk.count(b"\n")
     except (OSError, EOFError, zlib.error) as exc:
-        return FileState(name, True, "unreadable", f"not a complete gzip: {exc}", st.st_size)
+        return FileState(name, True, "unreadable", f"not a complete gzip: {exc}", size)
     if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
-        return FileState(
-            name, True, "unreadable", "its sha256 differs from the report's", st.st_size
-        )
-    return FileState(name, True, "ok", f"complete gzip, {lines} lines", st.st_size)
+        return FileState(name, True, "unreadable", "its sha256 differs from the report's", size)
+    return FileState(name, True, "ok", f"complete gzip, {lines} lines", size)
 
 
 class _Hashing:
