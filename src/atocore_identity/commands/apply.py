@@ -13,7 +13,7 @@ from atocore_identity.applier import (
     read_plan_file,
     run_apply,
 )
-from atocore_identity.commands.base import Inputs, ReportTrail, report_envelope
+from atocore_identity.commands.base import Inputs, ReportTrail, report_envelope, write_payload
 from atocore_identity.commands.plan import groups_payload, plan_summary
 from atocore_identity.errors import EXIT_OK
 from atocore_identity.plan_objects import Plan
@@ -98,19 +98,9 @@ def payload(
             "note": result.note,
             "plan_file": str(request.plan_file) if request.plan_file else None,
             "resolutions": str(request.resolutions) if request.resolutions else None,
-            "rows_before": result.before,
-            "rows_after": result.after,
             "archived_state_rows": plan.counts["state_archived_duplicate"]
             + plan.counts["state_archived_history"],
-            # file names only: companions and backups sit beside the report
-            "backup": {
-                "path": result.backup.name if result.backup else None,
-                "bytes": result.backup_bytes,
-            },
-            "companion": result.companion.name if result.companion else None,
-            "companion_sha256": result.companion_sha256,
-            "postconditions": [c.as_dict() for c in result.checks],
-            "timings_seconds": {k: round(v, 4) for k, v in result.timings.items()},
+            **write_payload(result),
             "groups": groups_payload(plan),
         },
     )

@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from atocore_identity.checks import Check
 from atocore_identity.database import describe_sqlite_error, read_only
 from atocore_identity.errors import Interrupted, InterruptedAfterCommit, Refused
 from atocore_identity.registry import Registry, load_registry
@@ -91,6 +92,44 @@ def publish_report(
         out, _ = unique_path(inputs.report_dir, kind)
     payload["report_path"] = str(out)
     return write_json_atomic(out, payload)
+
+
+class WriteResult(Protocol):
+    """What apply's and revert's results (frozen dataclasses) both say about their write."""
+
+    @property
+    def before(self) -> dict[str, int]: ...
+    @property
+    def after(self) -> dict[str, int]: ...
+    @property
+    def backup(self) -> Path | None: ...
+    @property
+    def backup_bytes(self) -> int: ...
+    @property
+    def companion(self) -> Path | None: ...
+    @property
+    def companion_sha256(self) -> str | None: ...
+    @property
+    def checks(self) -> list[Check]: ...
+    @property
+    def timings(self) -> dict[str, float]: ...
+
+
+def write_payload(result: WriteResult) -> dict[str, Any]:
+    """A write's report fields: row counts, its files (names only: companions
+    and backups sit beside the report), postconditions and timings."""
+    return {
+        "rows_before": result.before,
+        "rows_after": result.after,
+        "backup": {
+            "path": result.backup.name if result.backup else None,
+            "bytes": result.backup_bytes,
+        },
+        "companion": result.companion.name if result.companion else None,
+        "companion_sha256": result.companion_sha256,
+        "postconditions": [c.as_dict() for c in result.checks],
+        "timings_seconds": {k: round(v, 4) for k, v in result.timings.items()},
+    }
 
 
 def registry_summary(registry: Registry) -> dict[str, int]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atocore_identity.commands.base import Inputs, ReportTrail, report_envelope
+from atocore_identity.commands.base import Inputs, ReportTrail, report_envelope, write_payload
 from atocore_identity.errors import EXIT_OK
 from atocore_identity.registry import Registry, load_registry
 from atocore_identity.render import Doc
@@ -116,16 +116,7 @@ def payload(
             "by_kind": inv.by_kind,
             "listed": inv.listed,
             "aliases_still_mapped": inv.aliases,
-            "rows_before": result.before,
-            "rows_after": result.after,
-            "backup": {
-                "path": result.backup.name if result.backup else None,
-                "bytes": result.backup_bytes,
-            },
-            "companion": result.companion.name if result.companion else None,
-            "companion_sha256": result.companion_sha256,
-            "postconditions": [c.as_dict() for c in result.checks],
-            "timings_seconds": {k: round(v, 4) for k, v in result.timings.items()},
+            **write_payload(result),
         },
     )
 
