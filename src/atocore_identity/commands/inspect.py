@@ -18,7 +18,7 @@ from atocore_identity.commands.base import (
 from atocore_identity.database import traced
 from atocore_identity.discovery import discovering_shared
 from atocore_identity.errors import EXIT_OK, Refused
-from atocore_identity.plan_objects import Discovery, Survey
+from atocore_identity.plan_objects import Discovery, NameCount, Survey
 from atocore_identity.registry import Registry, fold
 from atocore_identity.render import Doc
 from atocore_identity.survey import SAMPLE_ROWS, survey
@@ -103,12 +103,7 @@ def survey_payload(surv: Survey) -> dict[str, Any]:
             {
                 "table": n.table,
                 "column": n.column,
-                "name": n.name,
-                "kind": n.kind,
-                "canonical_id": n.canonical_id,
-                "rows": n.count,
-                "spellings": n.spellings,
-                "examples": list(n.examples),
+                **name_fields(n),
                 **(
                     {"by_status": mem.get(n.name, {})}
                     if buckets.get((n.table, n.column)) == "memories"
@@ -122,6 +117,18 @@ def survey_payload(surv: Survey) -> dict[str, Any]:
         "targets": [t.label for t in surv.targets],
         "missing_targets": [{"target": m.label, "reason": m.reason} for m in surv.missing],
         **discovery_payload(surv.discovery),
+    }
+
+
+def name_fields(n: NameCount) -> dict[str, Any]:
+    """One name as the reports show it, in a configured or a discovered column."""
+    return {
+        "name": n.name,
+        "kind": n.kind,
+        "canonical_id": n.canonical_id,
+        "rows": n.count,
+        "spellings": n.spellings,
+        "examples": list(n.examples),
     }
 
 
@@ -149,17 +156,7 @@ def discovery_payload(discovery: Discovery | None) -> dict[str, Any]:
                 "sampled": c.sampled,
                 "rows_read": c.rows_read,
                 "table_rows": c.table_rows,
-                "names": [
-                    {
-                        "name": n.name,
-                        "kind": n.kind,
-                        "canonical_id": n.canonical_id,
-                        "rows": n.count,
-                        "spellings": n.spellings,
-                        "examples": list(n.examples),
-                    }
-                    for n in c.names
-                ],
+                "names": [name_fields(n) for n in c.names],
             }
             for c in discovery.columns
         ],
