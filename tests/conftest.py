@@ -9,7 +9,7 @@ import io
 import json
 import sqlite3
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +202,85 @@ def legacy_tables() -> dict[str, Any]:
         ],
         "interactions": [("i1", "p05"), ("i2", "polisher"), ("i3", "p04-gigabit"), ("i4", "other")],
     }
+
+
+BULK_ALIASES = ["p05", "interferometer", "P05-Interferometer", "p06", "polisher"]
+BULK_CANONICAL = ["p05-interferometer", "p04-gigabit", "p06-polisher", "unregistered-x"]
+
+
+@dataclass(frozen=True)
+class Bulk:
+    """The bulk rows ``bulk_legacy`` adds to legacy_tables, in the same projects."""
+
+    canonical: int  # active state rows of pc05 (c-k)
+    duplicates: int  # ps05 rows with a canonical row's key and value (a-k, k < duplicates)
+    moves: int  # ps05 rows with keys of their own (a-k from ``canonical`` on)
+    history: int  # inactive ps05b rows, other values (b-k from ``duplicates`` on)
+    renamed: int  # rows of ps06, renamed into p06-polisher (d-k)
+    renamed_history: bool  # and an inactive ps06b row per key (e-k)
+    collision: bool  # one active collision: pc05/ps05 cfg/collide
+    memories: int  # plain memories; every ``alias_every``-th one alias-keyed
+    twin_pairs: int  # active pairs of one alias-keyed and one canonical memory
+    interactions: int  # every ``alias_every``-th one alias-keyed
+    alias_every: int
+
+
+def bulk_legacy(path: Path, bulk: Bulk) -> Path:
+    """legacy_tables (every outcome, small) plus ``bulk``: the databases the
+    kill trials of apply and revert run on."""
+    build_db(path, **legacy_tables())
+    state = []
+    if bulk.collision:
+        state += [
+            ("x-c", "pc05", "cfg", "collide", "one", "active", "2025-01-01"),
+            ("x-s", "ps05", "cfg", "collide", "two", "active", "2025-02-01"),
+        ]
+    for k in range(bulk.canonical):
+        state.append((f"c-{k}", "pc05", "bulk", f"k{k}", f"v{k}", "active", "2025-01-01"))
+    for k in range(bulk.duplicates):
+        state.append((f"a-{k}", "ps05", "bulk", f"k{k}", f"v{k}", "active", "2025-02-01"))
+    for k in range(bulk.canonical, bulk.canonical + bulk.moves):
+        state.append((f"a-{k}", "ps05", "bulk", f"k{k}", f"v{k}", "active", "2025-02-01"))
+    for k in range(bulk.duplicates, bulk.duplicates + bulk.history):
+        state.append((f"b-{k}", "ps05b", "bulk", f"k{k}", "old", "superseded", "2024-01-01"))
+    for k in range(bulk.renamed):
+        state.append((f"d-{k}", "ps06", "bulk", f"k{k}", f"w{k}", "active", "2025-01-01"))
+        if bulk.renamed_history:
+            state.append((f"e-{k}", "ps06b", "bulk", f"k{k}", "older", "superseded", "2024-01-01"))
+    every = bulk.alias_every
+
+    def memories() -> Iterator[tuple[str, ...]]:
+        for i in range(bulk.memories):
+            project = BULK_ALIASES[(i // every) % 5] if i % every == 0 else BULK_CANONICAL[i % 4]
+            status = "candidate" if i % 7 == 0 else "active"
+            yield (f"bm{i:06d}", "fact", f"memory {i}", project, status, "2025-01-01")
+        for j in range(bulk.twin_pairs):
+            yield (f"bd{j:05d}a", "fact", f"twin {j}", "p05", "active", "2025-03-01")
+            yield (f"bd{j:05d}b", "fact", f"twin {j}", "p05-interferometer", "active", "2025-02-01")
+
+    conn = sqlite3.connect(path)
+    try:
+        conn.executemany(
+            "INSERT INTO project_state (id, project_id, category, key, value, status, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            state,
+        )
+        conn.executemany(
+            "INSERT INTO memories (id, memory_type, content, project, status, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            memories(),
+        )
+        conn.executemany(
+            "INSERT INTO interactions (id, prompt, project) VALUES (?, 'q', ?)",
+            (
+                (f"bi{i:05d}", BULK_ALIASES[i % 5] if i % every == 0 else BULK_CANONICAL[i % 4])
+                for i in range(bulk.interactions)
+            ),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    return path
 
 
 import os  # noqa: E402  (appended: the reliability recorder below)

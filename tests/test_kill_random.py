@@ -45,9 +45,9 @@ import pytest
 from atocore_identity import database
 from conftest import (
     DEFAULT_REGISTRY,
-    build_db,
+    Bulk,
+    bulk_legacy,
     content_digest,
-    legacy_tables,
     run_cli,
     write_registry,
 )
@@ -61,63 +61,27 @@ CLEAN_RUNS = 3
 N_MEMORIES = 40_000
 N_INTERACTIONS = 10_000
 DUP_PAIRS = 1_000
-ALIASES = ["p05", "interferometer", "P05-Interferometer", "p06", "polisher"]
-CANONICAL = ["p05-interferometer", "p04-gigabit", "p06-polisher", "unregistered-x"]
+
+
+# ~52k rows, apply takes about 1 s: test_crash.build_big's shape at a fifth of
+# its size, and one collision, decided by a resolutions file
+BULK = Bulk(
+    canonical=1000,
+    duplicates=500,
+    moves=500,
+    history=500,
+    renamed=300,  # p06-polisher has no canonical row: ps06 is renamed into it
+    renamed_history=True,
+    collision=True,
+    memories=N_MEMORIES - 2 * DUP_PAIRS,
+    twin_pairs=DUP_PAIRS,
+    interactions=N_INTERACTIONS,
+    alias_every=5,
+)
 
 
 def build_legacy(path: Path) -> Path:
-    """conftest.legacy_tables (every outcome, small) plus bulk rows in the same
-    projects, shaped like test_crash.build_big at a fifth of its size, and one
-    collision, decided by a resolutions file: ~52k rows, apply takes about 1 s."""
-    build_db(path, **legacy_tables())
-    state = [
-        ("x-c", "pc05", "cfg", "collide", "one", "active", "2025-01-01"),
-        ("x-s", "ps05", "cfg", "collide", "two", "active", "2025-02-01"),
-    ]
-    for k in range(1000):
-        state.append((f"c-{k}", "pc05", "bulk", f"k{k}", f"v{k}", "active", "2025-01-01"))
-    for k in range(500):  # equal active values: duplicates
-        state.append((f"a-{k}", "ps05", "bulk", f"k{k}", f"v{k}", "active", "2025-02-01"))
-    for k in range(1000, 1500):  # plain rekeys
-        state.append((f"a-{k}", "ps05", "bulk", f"k{k}", f"v{k}", "active", "2025-02-01"))
-    for k in range(500, 1000):  # inactive, different: history
-        state.append((f"b-{k}", "ps05b", "bulk", f"k{k}", "old", "superseded", "2024-01-01"))
-    for k in range(300):  # p06-polisher has no canonical row: ps06 is renamed into it
-        state.append((f"d-{k}", "ps06", "bulk", f"k{k}", f"w{k}", "active", "2025-01-01"))
-        state.append((f"e-{k}", "ps06b", "bulk", f"k{k}", "older", "superseded", "2024-01-01"))
-
-    def memories() -> Iterator[tuple[str, ...]]:
-        for i in range(N_MEMORIES - 2 * DUP_PAIRS):
-            project = ALIASES[(i // 5) % 5] if i % 5 == 0 else CANONICAL[i % 4]
-            status = "candidate" if i % 7 == 0 else "active"
-            yield (f"bm{i:06d}", "fact", f"memory {i}", project, status, "2025-01-01")
-        for j in range(DUP_PAIRS):
-            yield (f"bd{j:05d}a", "fact", f"twin {j}", "p05", "active", "2025-03-01")
-            yield (f"bd{j:05d}b", "fact", f"twin {j}", "p05-interferometer", "active", "2025-02-01")
-
-    conn = sqlite3.connect(path)
-    try:
-        conn.executemany(
-            "INSERT INTO project_state (id, project_id, category, key, value, status, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            state,
-        )
-        conn.executemany(
-            "INSERT INTO memories (id, memory_type, content, project, status, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            memories(),
-        )
-        conn.executemany(
-            "INSERT INTO interactions (id, prompt, project) VALUES (?, 'q', ?)",
-            (
-                (f"bi{i:05d}", ALIASES[i % 5] if i % 5 == 0 else CANONICAL[i % 4])
-                for i in range(N_INTERACTIONS)
-            ),
-        )
-        conn.commit()
-    finally:
-        conn.close()
-    return path
+    return bulk_legacy(path, BULK)
 
 
 def set_journal_mode(path: Path, mode: str) -> None:

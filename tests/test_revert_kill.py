@@ -48,10 +48,10 @@ import pytest
 from atocore_identity import database
 from conftest import (
     DEFAULT_REGISTRY,
-    build_db,
+    Bulk,
+    bulk_legacy,
     content_digest,
     file_digest,
-    legacy_tables,
     run_cli,
     write_registry,
 )
@@ -62,59 +62,27 @@ SEED = int(os.environ.get("KILL_SEED", str(random.SystemRandom().randrange(10**9
 WALL, VM = 6, 6  # kills per journal mode of each kind
 N_MEMORIES = 24_000
 N_INTERACTIONS = 8_000
-ALIASES = ["p05", "interferometer", "P05-Interferometer", "p06", "polisher"]
-CANONICAL = ["p05-interferometer", "p04-gigabit", "p06-polisher", "unregistered-x"]
+
+
+# ~1.8k state rows moved, archived and kept, 25k memories (a third
+# alias-keyed, 500 duplicate pairs), 8k interactions
+BULK = Bulk(
+    canonical=600,
+    duplicates=300,
+    moves=600,
+    history=300,
+    renamed=200,  # ps06 is renamed into p06-polisher: these stay
+    renamed_history=False,
+    collision=False,
+    memories=N_MEMORIES,
+    twin_pairs=500,
+    interactions=N_INTERACTIONS,
+    alias_every=3,
+)
 
 
 def build(path: Path) -> Path:
-    """conftest.legacy_tables (every outcome) plus bulk rows in the same
-    projects: ~1.8k state rows moved, archived and kept, 25k memories (a
-    third alias-keyed, 500 duplicate pairs), 8k interactions."""
-    build_db(path, **legacy_tables())
-    state = []
-    for k in range(600):
-        state.append((f"c-{k}", "pc05", "bulk", f"k{k}", f"v{k}", "active", "2025-01-01"))
-    for k in range(300):  # equal active values: duplicates
-        state.append((f"a-{k}", "ps05", "bulk", f"k{k}", f"v{k}", "active", "2025-02-01"))
-    for k in range(600, 1200):  # plain moves
-        state.append((f"a-{k}", "ps05", "bulk", f"k{k}", f"v{k}", "active", "2025-02-01"))
-    for k in range(300, 600):  # inactive, different: history
-        state.append((f"b-{k}", "ps05b", "bulk", f"k{k}", "old", "superseded", "2024-01-01"))
-    for k in range(200):  # ps06 is renamed into p06-polisher: these stay
-        state.append((f"d-{k}", "ps06", "bulk", f"k{k}", f"w{k}", "active", "2025-01-01"))
-
-    def memories() -> Iterator[tuple[str, ...]]:
-        for i in range(N_MEMORIES):
-            project = ALIASES[(i // 3) % 5] if i % 3 == 0 else CANONICAL[i % 4]
-            status = "candidate" if i % 7 == 0 else "active"
-            yield (f"bm{i:06d}", "fact", f"memory {i}", project, status, "2025-01-01")
-        for j in range(500):
-            yield (f"bd{j:05d}a", "fact", f"twin {j}", "p05", "active", "2025-03-01")
-            yield (f"bd{j:05d}b", "fact", f"twin {j}", "p05-interferometer", "active", "2025-02-01")
-
-    conn = sqlite3.connect(path)
-    try:
-        conn.executemany(
-            "INSERT INTO project_state (id, project_id, category, key, value, status, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            state,
-        )
-        conn.executemany(
-            "INSERT INTO memories (id, memory_type, content, project, status, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            memories(),
-        )
-        conn.executemany(
-            "INSERT INTO interactions (id, prompt, project) VALUES (?, 'q', ?)",
-            (
-                (f"bi{i:05d}", ALIASES[i % 5] if i % 3 == 0 else CANONICAL[i % 4])
-                for i in range(N_INTERACTIONS)
-            ),
-        )
-        conn.commit()
-    finally:
-        conn.close()
-    return path
+    return bulk_legacy(path, BULK)
 
 
 def recover_and_check(db: Path) -> list[str]:
