@@ -228,8 +228,8 @@ class Bulk:
 def bulk_legacy(path: Path, bulk: Bulk) -> Path:
     """legacy_tables (every outcome, small) plus ``bulk``: the databases the
     kill trials of apply and revert run on."""
-    build_db(path, **legacy_tables())
-    state = []
+    legacy = legacy_tables()
+    state = list(legacy["state"])
     if bulk.collision:
         state += [
             ("x-c", "pc05", "cfg", "collide", "one", "active", "2025-01-01"),
@@ -249,7 +249,8 @@ def bulk_legacy(path: Path, bulk: Bulk) -> Path:
             state.append((f"e-{k}", "ps06b", "bulk", f"k{k}", "older", "superseded", "2024-01-01"))
     every = bulk.alias_every
 
-    def memories() -> Iterator[tuple[str, ...]]:
+    def memories() -> Iterator[Sequence[Any]]:
+        yield from legacy["memories"]
         for i in range(bulk.memories):
             project = BULK_ALIASES[(i // every) % 5] if i % every == 0 else BULK_CANONICAL[i % 4]
             status = "candidate" if i % 7 == 0 else "active"
@@ -258,29 +259,12 @@ def bulk_legacy(path: Path, bulk: Bulk) -> Path:
             yield (f"bd{j:05d}a", "fact", f"twin {j}", "p05", "active", "2025-03-01")
             yield (f"bd{j:05d}b", "fact", f"twin {j}", "p05-interferometer", "active", "2025-02-01")
 
-    conn = sqlite3.connect(path)
-    try:
-        conn.executemany(
-            "INSERT INTO project_state (id, project_id, category, key, value, status, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            state,
-        )
-        conn.executemany(
-            "INSERT INTO memories (id, memory_type, content, project, status, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            memories(),
-        )
-        conn.executemany(
-            "INSERT INTO interactions (id, prompt, project) VALUES (?, 'q', ?)",
-            (
-                (f"bi{i:05d}", BULK_ALIASES[i % 5] if i % every == 0 else BULK_CANONICAL[i % 4])
-                for i in range(bulk.interactions)
-            ),
-        )
-        conn.commit()
-    finally:
-        conn.close()
-    return path
+    def interactions() -> Iterator[Sequence[Any]]:
+        yield from legacy["interactions"]
+        for i in range(bulk.interactions):
+            yield (f"bi{i:05d}", BULK_ALIASES[i % 5] if i % every == 0 else BULK_CANONICAL[i % 4])
+
+    return build_db(path, legacy["projects"], state, memories(), interactions())
 
 
 import os  # noqa: E402  (appended: the reliability recorder below)
