@@ -14,7 +14,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from atocore_identity import checks
@@ -35,8 +35,10 @@ from atocore_identity.transaction import (
     checking_file,
     commit_reported,
     execute_writes,
+    finished,
     refuse_failed_checks,
     rollback,
+    rolled_back,
     row_counts,
     write_connection,
 )
@@ -179,18 +181,11 @@ def run_apply(
             request.busy_timeout,
             result,
             what="apply",
-            committed=lambda r, secs: replace(
-                r, status="applied", timings={**timings, "commit": secs}
-            ),
+            committed=finished("applied"),
             failed=rolled_back(before),
             before_commit=before_commit,
             after_commit=after_commit,
         )
-
-
-def rolled_back(before: dict[str, int]) -> Callable[[ApplyResult, str], ApplyResult]:
-    """How a rolled-back apply reports itself: nothing changed, so after = before."""
-    return lambda r, error: replace(r, status="rolled-back", after=before, error=error)
 
 
 def refuse_if_blocked(plan: Plan, request: ApplyRequest, confirmed: str | None = None) -> None:

@@ -15,7 +15,7 @@ import hashlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,10 @@ from atocore_identity.transaction import (
     checking_file,
     commit_reported,
     execute_writes,
+    finished,
     refuse_failed_checks,
     rollback,
+    rolled_back,
     row_counts,
     write_connection,
 )
@@ -271,11 +273,6 @@ def _still_mapped(conn: sqlite3.Connection, registry: Registry) -> list[str]:
     return sorted(out)
 
 
-def rolled_back(before: dict[str, int]) -> Callable[[RevertResult, str], RevertResult]:
-    """How a rolled-back revert reports itself: nothing changed, so after = before."""
-    return lambda r, error: replace(r, status="rolled-back", after=before, error=error)
-
-
 def revert_script(inv: Inverse, report: Path) -> str:
     """The SQL revert runs, for a DBA to review (revert --format sql)."""
     lines = [
@@ -369,9 +366,7 @@ def run_revert(
             request.busy_timeout,
             result,
             what="revert",
-            committed=lambda r, secs: replace(
-                r, status="reverted", timings={**timings, "commit": secs}
-            ),
+            committed=finished("reverted"),
             failed=rolled_back(before),
             before_commit=before_commit,
             after_commit=after_commit,

@@ -17,9 +17,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, replace
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from atocore_identity.background import Background, in_background
 from atocore_identity.backup import PendingBackup, backing_up
@@ -264,6 +264,33 @@ def signals_deferred() -> Iterator[None]:
 
 
 R = TypeVar("R")
+
+
+class Outcome(Protocol):
+    """apply's and revert's results: frozen dataclasses with a status, row
+    counts after the write, timings and an error."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+    @property
+    def timings(self) -> dict[str, float]: ...
+
+
+W = TypeVar("W", bound=Outcome)
+
+
+def finished(status: str) -> Callable[[W, float], W]:
+    """How a committed write reports itself: ``status``, and COMMIT's seconds."""
+
+    def done(result: W, seconds: float) -> W:
+        return replace(result, status=status, timings={**result.timings, "commit": seconds})
+
+    return done
+
+
+def rolled_back(before: dict[str, int]) -> Callable[[W, str], W]:
+    """How a rolled-back write reports itself: nothing changed, so after = before."""
+    return lambda result, error: replace(result, status="rolled-back", after=before, error=error)
 
 
 class RolledBack(Refused, Generic[R]):
