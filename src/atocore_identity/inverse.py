@@ -222,12 +222,11 @@ def _restore(table: str, columns: list[str], kind: str) -> str:
     """INSERT the archived rows of ``kind`` back, every archived column by name
     (a text value holding U+0000 from ``temp.rv_nul``, exactly)."""
     cols = ", ".join(quote_ident(c) for c in columns)
+    # rv_nul holds only text (never NULL): a hit there wins over json_extract
     values = ", ".join(
-        f"CASE WHEN instr(r.row_json, '\\u0000') AND EXISTS (SELECT 1 FROM temp.rv_nul AS v"
-        f" WHERE v.kind = r.kind AND v.k = r.k AND v.col = {quote_literal(c)})"
-        f" THEN (SELECT v.value FROM temp.rv_nul AS v WHERE v.kind = r.kind AND v.k = r.k"
-        f" AND v.col = {quote_literal(c)})"
-        f" ELSE json_extract(r.row_json, {quote_literal(chr(36) + '.' + quote_ident(c))}) END"
+        f"COALESCE((SELECT v.value FROM temp.rv_nul AS v WHERE v.kind = r.kind AND v.k = r.k"
+        f" AND v.col = {quote_literal(c)}),"
+        f" json_extract(r.row_json, {quote_literal(chr(36) + '.' + quote_ident(c))}))"
         for c in columns
     )
     return (
