@@ -75,38 +75,6 @@ def setup_statements(
 # own, then the newest updated_at, then the lowest id. Values compare exactly
 # (COLLATE BINARY), whatever collation the column declares.
 STATE_DECISIONS = """CREATE TEMP TABLE ident_state AS
-WITH g AS MATERIALIZED (
-  SELECT ps."id" AS id, ps."project_id" AS project_id, ps."category" AS category,
-         ps."key" AS key, ps."value" AS value, ps."status" AS status,
-         ps."updated_at" AS updated_at, grp.canonical_id AS canonical_id,
-         grp.is_canonical AS is_canonical, grp.target_row_id AS target_row_id
-  FROM main."project_state" AS ps
-  JOIN temp.ident_groups AS grp ON ps."project_id" = grp.project_row_id
-),
-touched AS (
-  SELECT canonical_id, category, key FROM g
-  GROUP BY canonical_id, category, key HAVING MIN(is_canonical) = 0
-),
-ranked AS (
-  SELECT g.*, res.winner_id AS resolved_id,
-    COUNT(*) OVER o AS n_rows,
-    SUM(g.status = 'active') OVER o AS n_active,
-    MIN(CASE WHEN g.status = 'active' THEN g.value END) OVER o AS min_active,
-    MAX(CASE WHEN g.status = 'active' THEN g.value END) OVER o AS max_active,
-    ROW_NUMBER() OVER o AS rnk,
-    FIRST_VALUE(g.id) OVER o AS winner_id,
-    FIRST_VALUE(g.value) OVER o AS winner_value
-  FROM g
-  JOIN touched AS t
-    ON t.canonical_id = g.canonical_id AND t.category = g.category AND t.key = g.key
-  LEFT JOIN temp.ident_resolutions AS res
-    ON res.canonical_id = g.canonical_id AND res.category = g.category AND res.key = g.key
-  WINDOW o AS (PARTITION BY g.canonical_id, g.category, g.key
-               ORDER BY COALESCE(g.id = res.winner_id, 0) DESC, (g.status = 'active') DESC,
-                        g.is_canonical DESC, g.updated_at DESC, g.id ASC
-               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-  -- one window, one sort: the aggregates see the whole partition through the frame
-)
 SELECT id, project_id, category, key, status, updated_at, canonical_id, is_canonical,
        target_row_id, n_rows, n_active, rnk, winner_id, resolved_id,
        (n_active >= 2 AND min_active IS NOT max_active) AS is_collision,
@@ -118,7 +86,33 @@ SELECT id, project_id, category, key, status, updated_at, canonical_id, is_canon
          WHEN value = winner_value COLLATE BINARY THEN 'duplicate'
          ELSE 'history'
        END AS outcome
-FROM ranked"""
+FROM (
+  SELECT ps."id" AS id, ps."project_id" AS project_id, ps."category" AS category,
+         ps."key" AS key, ps."value" AS value, ps."status" AS status,
+         ps."updated_at" AS updated_at, grp.canonical_id AS canonical_id,
+         grp.is_canonical AS is_canonical, grp.target_row_id AS target_row_id,
+         res.winner_id AS resolved_id,
+    MIN(grp.is_canonical) OVER o AS canonical_only,
+    COUNT(*) OVER o AS n_rows,
+    SUM(ps."status" = 'active') OVER o AS n_active,
+    MIN(CASE WHEN ps."status" = 'active' THEN ps."value" END) OVER o AS min_active,
+    MAX(CASE WHEN ps."status" = 'active' THEN ps."value" END) OVER o AS max_active,
+    ROW_NUMBER() OVER o AS rnk,
+    FIRST_VALUE(ps."id") OVER o AS winner_id,
+    FIRST_VALUE(ps."value") OVER o AS winner_value
+  FROM temp.ident_groups AS grp
+  JOIN main."project_state" AS ps ON ps."project_id" = grp.project_row_id
+  LEFT JOIN temp.ident_resolutions AS res
+    ON res.canonical_id = grp.canonical_id AND res.category = ps."category"
+   AND res.key = ps."key"
+  WINDOW o AS (PARTITION BY grp.canonical_id, ps."category", ps."key"
+               ORDER BY COALESCE(ps."id" = res.winner_id, 0) DESC,
+                        (ps."status" = 'active') DESC, grp.is_canonical DESC,
+                        ps."updated_at" DESC, ps."id" ASC
+               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+  -- one window, one sort: the aggregates see the whole partition through the frame;
+  -- canonical_only = 1: a key no shadow holds a row of, which the migration leaves
+) WHERE canonical_only = 0"""
 
 # Active memories that the rekey would put next to an active twin with the same
 # (memory_type, content). Only partitions holding a rekeyed row matter; the
