@@ -3,12 +3,13 @@
 The package is layered so the file tree reads as the architecture:
 
 - ``registry``   loads and validates the project registry (identity rules, §2)
-- ``database``   opens SQLite safely, introspects tables, quotes SQL, backs up
-- ``planner``    the one core: every rule and every SQL statement of the plan
+- ``database``   opens SQLite safely, introspects tables, quotes SQL (``backup`` backs up)
+- ``planner``    the one core: builds the plan from ``statements`` (its SQL) in named steps
+- ``workers``    read-only jobs in worker processes beside a command (``discovery``, ``rekeys``)
 - ``resolutions`` operator decisions for collisions, and their staleness check
 - ``applier``    runs a plan in one transaction with its safety rails
 - ``verifier``   the postcondition checklist
-- ``reports``    JSON reports and gzip companions, written atomically
+- ``reports``    JSON reports, written atomically (``companion``: the gzip row detail)
 - ``render``     text / markdown / json rendering of results
 - ``commands``   what each subcommand does, on top of the core
 - ``options`` and ``cli``  Click parsing only

@@ -162,7 +162,11 @@ def run_apply(
         timings = {"lock_wait": begin_immediate(conn, db, request.busy_timeout)}
         with checking_file(db, request.busy_timeout) as file_check:
             t0 = time.perf_counter()
-            plan = build_plan(conn, registry, targets, missing, request.decisions, progress)
+            # the rows to rekey are read, hashed and archived by a worker beside
+            # this connection: no other writer can commit while we hold the lock
+            plan = build_plan(
+                conn, registry, targets, missing, request.decisions, progress, beside=True
+            )
             timings["plan"] = time.perf_counter() - t0
             refuse_if_blocked(plan, request, confirmed)
             before = row_counts(conn)

@@ -2,8 +2,9 @@
 
 One owner for the format: the record types, the streaming writer and the
 typed streaming reader. plan and apply write the same records from the
-planner's TEMP tables; apply's companion is the archive that verify and
-revert read back. Records, one JSON object a line:
+planner's TEMP tables, the ``rekey`` records copied in as gzip members a
+worker wrote beside the plan (``rekeys.py``); apply's companion is the
+archive that verify and revert read back. Records, one JSON object a line:
 
 - ``project``: a shadow ``projects`` row renamed into the canonical id
   (``action: rename``) or deleted (``action: delete``), with the full row;
@@ -22,6 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from atocore_identity.errors import BadInput
-from atocore_identity.plan_objects import Plan
+from atocore_identity.plan_objects import Plan, RekeyRecords
 from atocore_identity.reports import publish, temp_beside
 from atocore_identity.statements import (
     iter_project_rows,
@@ -39,6 +41,7 @@ from atocore_identity.statements import (
     iter_state_rows,
     iter_superseded,
 )
+from atocore_identity.targets import Target
 
 BATCH = 1000
 
@@ -330,9 +333,24 @@ class CompanionWriter:
             self._gz.write(("\n".join(self._pending) + "\n").encode("utf-8", "surrogatepass"))
             self._pending = []
 
-    def finish(self) -> None:
+    def end_member(self) -> None:
+        """Close the gzip member written so far (its trailer); the file stays open."""
         self._flush()
         self._gz.close()
+
+    def append_members(self, part: RekeyRecords) -> None:
+        """Records another writer wrote as complete gzip members (``rekeys``),
+        copied as they are: a gzip file is any run of members, and every
+        reader here (and zcat) reads them all."""
+        self.end_member()
+        part.file.seek(0)
+        shutil.copyfileobj(part.file, self._raw, 1 << 20)
+        part.file.close()
+        self.records += part.records
+        self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1)
+
+    def finish(self) -> None:
+        self.end_member()
         self._raw.flush()
         os.fsync(self._raw.fileno())
 
@@ -387,11 +405,17 @@ def write_plan_records(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path
         if plan.survey.has_state and plan.groups:
             for rec in iter_state_rows(conn, kept_by_renamed=True):
                 comp.write(StateRecord(**rec))
-        for target in plan.survey.targets:
-            for canonical, ids, olds, rows in iter_rekeyed(conn, target):
-                comp.write(
-                    RekeyRecord(target.table, target.column, target.key, canonical, ids, olds, rows)
-                )
+        if plan.rekey_records is not None:
+            comp.append_members(plan.rekey_records)
+        else:
+            for target in plan.survey.targets:
+                write_rekey_records(comp, conn, target)
         for mid, keeper, canonical in iter_superseded(conn):
             comp.write(SupersedeRecord("memories", mid, keeper, canonical))
     return path
+
+
+def write_rekey_records(comp: CompanionWriter, conn: sqlite3.Connection, target: Target) -> None:
+    """A target's ``rekey`` records, from its TEMP table on ``conn``."""
+    for canonical, ids, olds, rows in iter_rekeyed(conn, target):
+        comp.write(RekeyRecord(target.table, target.column, target.key, canonical, ids, olds, rows))

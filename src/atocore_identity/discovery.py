@@ -1,47 +1,34 @@
 """Discovery in worker processes beside the command's own work (decision 36).
 
 ``survey.discover_columns`` owns what discovery reads and how it decides;
-this module owns where it runs. A second thread would add little: SQLite in
-one process serialises on its allocator's lock. A worker process reads in
-parallel: plan and verify start one beside their own work (``discovering``),
-inspect two that share the columns out (``discovering_shared``). Each is
-``python -m atocore_identity.discovery``, given its job (database path,
-registry, targets, ignored columns, its columns) pickled on stdin; it sends
-the ``Discovery`` (and, for inspect --sql, the statements it ran) back,
-pickled on stdout. The worker
-opens the database read-only and reads only committed columns nobody
-configured; it imports the package from the parent's ``sys.path`` and does
-not inherit the SIGKILL test hook. It is killed when the block that started
-it ends without collecting it (if the parent itself is SIGKILLed, the worker
-finishes its reading and exits). A worker that cannot start, dies or
-answers nonsense is replaced by discovery inline: slower, never less.
+this module owns where it runs, in worker processes (``workers.py``): plan
+and verify start one beside their own work (``discovering``), inspect two
+that share the columns out (``discovering_shared``). Each gets its ``Job``
+(database path, registry, targets, ignored columns, its columns) and sends
+the ``Discovery`` back (and, for inspect --sql, the statements it ran). The
+worker opens the database read-only and reads only committed columns nobody
+configured. A share whose worker cannot start, dies or answers nonsense is
+discovered inline instead: slower, never less.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from atocore_identity import survey
-from atocore_identity.database import (
-    TEST_KILL_ENV,
-    busy_timeout_of,
-    describe_sqlite_error,
-    main_file,
-    open_database,
-)
-from atocore_identity.errors import IdentityError
+from atocore_identity.database import busy_timeout_of, main_file, open_database
 from atocore_identity.plan_objects import Discovery
 from atocore_identity.registry import Registry
 from atocore_identity.survey import discover_columns, discovery_columns, merge_discoveries
 from atocore_identity.targets import Target
+from atocore_identity.workers import collect as collect_answer
+from atocore_identity.workers import end as end_worker
+from atocore_identity.workers import start as start_worker
 
 
 @dataclass(frozen=True)
@@ -56,6 +43,24 @@ class Job:
     sample_rows: int  # the parent's survey.SAMPLE_ROWS: the worker reads as many
     only: tuple[tuple[str, str], ...] | None = None  # its share: (table, column); None: all
     trace: bool = False  # send back the statements it ran (inspect --sql)
+
+    def run(self) -> Found:
+        statements: list[str] = []
+        conn = open_database(self.db, readonly=True, busy_timeout=self.busy_timeout)
+        try:
+            if self.trace:
+                conn.set_trace_callback(statements.append)
+            found = discover_columns(
+                conn,
+                self.registry,
+                self.targets,
+                self.ignore,
+                sample_rows=self.sample_rows,
+                only=self.only,
+            )
+            return found, statements
+        finally:
+            conn.close()
 
 
 # (the Discovery, the statements the worker ran if asked)
@@ -101,7 +106,7 @@ def discovering_shared(
                 path, busy_timeout_of(conn), registry, tuple(targets), tuple(ignore),
                 survey.SAMPLE_ROWS, share, trace,
             )  # fmt: skip
-            started.append((share, None if job is None else _start(job)))
+            started.append((share, None if job is None else start_worker(job)))
 
         def collect() -> Found:
             parts: list[Discovery] = []
@@ -118,7 +123,7 @@ def discovering_shared(
     finally:
         for _, proc in started:
             if proc is not None:
-                _end(proc)
+                end_worker(proc)
 
 
 def _share(
@@ -137,43 +142,9 @@ def _share(
     return [tuple(s) for s in shares if s]
 
 
-def _start(job: Job) -> subprocess.Popen[bytes] | None:
-    """The worker, its job sent; None if it cannot be started here."""
-    if not sys.executable:
-        return None
-    env = {k: v for k, v in os.environ.items() if k != TEST_KILL_ENV}
-    # The worker imports this very package, wherever it came from (a zipapp,
-    # a path added by a launcher), not whatever an installation would give.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "atocore_identity.discovery"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-    except OSError:
-        return None
-    stdin, proc.stdin = proc.stdin, None  # sent once here; communicate() only reads
-    assert stdin is not None
-    try:
-        with stdin:
-            stdin.write(pickle.dumps(job))
-    except BrokenPipeError:
-        pass  # the worker died at start: _collect falls back
-    return proc
-
-
 def _collect(proc: subprocess.Popen[bytes]) -> Found | None:
     """The worker's answer; None if it died or answered nonsense."""
-    out, _ = proc.communicate()
-    try:
-        answer = pickle.loads(out) if proc.returncode == 0 else None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, ImportError):
-        answer = None
-    if isinstance(answer, IdentityError):
-        raise answer
+    answer = collect_answer(proc)
     if (
         isinstance(answer, tuple)
         and len(answer) == 2
@@ -182,45 +153,3 @@ def _collect(proc: subprocess.Popen[bytes]) -> Found | None:
     ):
         return answer[0], [str(q) for q in answer[1]]
     return None
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-
-
-def _work() -> None:
-    """The worker: one Job on stdin, its Found (or typed error) on stdout."""
-    job: Job = pickle.loads(sys.stdin.buffer.read())
-    answer: Found | IdentityError
-    statements: list[str] = []
-    try:
-        conn = open_database(job.db, readonly=True, busy_timeout=job.busy_timeout)
-        try:
-            if job.trace:
-                conn.set_trace_callback(statements.append)
-            found = discover_columns(
-                conn,
-                job.registry,
-                job.targets,
-                job.ignore,
-                sample_rows=job.sample_rows,
-                only=job.only,
-            )
-            answer = (found, statements)
-        finally:
-            conn.close()
-    except IdentityError as exc:
-        answer = exc
-    except sqlite3.Error as exc:
-        answer = describe_sqlite_error(job.db, exc)
-    sys.stdout.buffer.write(pickle.dumps(answer))
-    sys.stdout.buffer.flush()
-
-
-if __name__ == "__main__":
-    _work()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from atocore_identity.targets import MissingTarget, Target
 
@@ -257,6 +257,26 @@ class Survey:
         return groups
 
 
+@dataclass(frozen=True)
+class RekeySum:
+    """The rows one target's rekey moves, as the fingerprint takes them: how
+    many, and a hash of their identity and version (``rekeys.read_rekeys``)."""
+
+    label: str
+    rows: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class RekeyRecords:
+    """A plan's ``rekey`` companion records, already written as complete gzip
+    members to an unlinked temporary file (``rekeys.rekeys_beside``); the
+    companion writer copies them in and closes the file."""
+
+    file: BinaryIO
+    records: int
+
+
 @dataclass
 class Plan:
     """What the migration will do, and whether apply may do it."""
@@ -269,6 +289,9 @@ class Plan:
     counts: dict[str, int]
     fingerprint: str
     prepare: list[str]  # the statements that build the plan's TEMP tables
+    # the rekey records, written beside the planning (plan, apply); None: the
+    # companion writer reads them from the TEMP tables
+    rekey_records: RekeyRecords | None = None
 
     @property
     def unresolved(self) -> list[Collision]:

@@ -26,9 +26,12 @@ from atocore_identity.plan_objects import (
     Decision,
     Group,
     Plan,
+    RekeyRecords,
+    RekeySum,
     Survey,
 )
 from atocore_identity.registry import Registry
+from atocore_identity.rekeys import Beside, read_rekeys, rekeys_beside
 from atocore_identity.statements import (
     CHUNK,
     EMPTY_MEM_DUPS,
@@ -67,6 +70,7 @@ def build_plan(
     discover: bool = False,
     ignore: Sequence[tuple[str, str]] = (),
     meanwhile: Callable[[Plan], None] | None = None,
+    beside: bool = False,
 ) -> Plan:
     """Decide everything the migration will do. Reads only; writes TEMP tables.
 
@@ -76,9 +80,13 @@ def build_plan(
     ``meanwhile`` gets the plan before discovery is collected into it: work
     that needs the decisions and not discovery (plan's companion) runs while
     the worker still reads.
+
+    ``beside`` (plan and apply, which write a companion) reads, hashes and
+    writes the rows to rekey in a worker process while this connection
+    decides the rest (``rekeys.py``); the plan then carries their records.
     """
     with discovering(conn, registry, targets, ignore) if discover else nullcontext() as found:
-        plan = _plan(conn, registry, targets, missing, decisions, progress)
+        plan = _plan(conn, registry, targets, missing, decisions, progress, beside)
         if meanwhile is not None:
             meanwhile(plan)
         if found is not None:
@@ -94,32 +102,36 @@ def _plan(
     missing: list[MissingTarget],
     decisions: Sequence[Decision],
     progress: Progress,
+    beside: bool = False,
 ) -> Plan:
     """The plan's steps, in order, on ``conn``."""
     surv = survey(conn, registry, targets, missing, progress, memory_statuses=False)
     groups, integrity = _groups(conn, surv)
-    progress("planning project_state")
-    prepare = _decide_state(conn, surv, groups, decisions)
-    collisions = _collisions(conn)
-    stale = _check_decisions(collisions, decisions)
-    if surv.has_state and groups:
-        integrity += _archived_state_referenced(conn)
-    progress("reading the rows to rekey")
-    prepare += _read_rekeys(conn, surv)
-    progress("planning memories")
-    memory = (
-        MEMORY_DECISIONS
-        if any(t.dedupe for t in targets)
-        else [*MEMORY_DECISIONS[:2], EMPTY_MEM_DUPS]
-    )
-    for sql in memory:
-        conn.execute(sql)
-    prepare += memory
-    counts = _counts(conn, surv, groups)
-    counts["collisions"] = len(collisions)
-    counts["collisions_unresolved"] = sum(1 for c in collisions if c.resolved_winner is None)
+    setup = setup_statements(surv, groups, decisions)
+    with rekeys_beside(conn, setup, surv.targets) if beside else nullcontext() as rekeys:
+        progress("planning project_state")
+        prepare = _decide_state(conn, surv, groups, setup)
+        collisions = _collisions(conn)
+        stale = _check_decisions(collisions, decisions)
+        if surv.has_state and groups:
+            integrity += _archived_state_referenced(conn)
+        progress("reading the rows to rekey")
+        prepare += _read_rekeys(conn, surv)
+        progress("planning memories")
+        memory = (
+            MEMORY_DECISIONS
+            if any(t.dedupe for t in targets)
+            else [*MEMORY_DECISIONS[:2], EMPTY_MEM_DUPS]
+        )
+        for sql in memory:
+            conn.execute(sql)
+        prepare += memory
+        counts = _counts(conn, surv, groups)
+        counts["collisions"] = len(collisions)
+        counts["collisions_unresolved"] = sum(1 for c in collisions if c.resolved_winner is None)
+        sums, records = _rekey_sums(conn, surv, rekeys)
     progress("fingerprinting")
-    fingerprint = _fingerprint(conn, registry, surv, groups, decisions)
+    fingerprint = _fingerprint(conn, registry, surv, groups, decisions, sums)
     return Plan(
         survey=surv,
         groups=groups,
@@ -129,6 +141,31 @@ def _plan(
         counts=counts,
         fingerprint=fingerprint,
         prepare=prepare,
+        rekey_records=records,
+    )
+
+
+def _rekey_sums(
+    conn: sqlite3.Connection, surv: Survey, beside: Beside | None
+) -> tuple[list[RekeySum], RekeyRecords | None]:
+    """The worker's sums and records when it counted what the survey counted;
+    else (no worker, or the file changed between the two reads) read inline."""
+    got = beside() if beside is not None else None
+    if got is not None:
+        sums, records = got
+        if [s.rows for s in sums] == [_expected_rows(surv, t) for t in surv.targets]:
+            return sums, records
+        records.file.close()
+    made = frozenset(t.label for t in surv.targets if t.dedupe)
+    return read_rekeys(conn, surv.targets, made), None
+
+
+def _expected_rows(surv: Survey, target: Target) -> int:
+    """How many rows of ``target`` the survey found keyed by an alias or variant."""
+    return sum(
+        n.count
+        for n in surv.names
+        if n.kind in ("alias", "variant") and (n.table, n.column) == (target.table, target.column)
     )
 
 
@@ -170,10 +207,10 @@ def _groups(conn: sqlite3.Connection, surv: Survey) -> tuple[list[Group], list[s
 
 
 def _decide_state(
-    conn: sqlite3.Connection, surv: Survey, groups: list[Group], decisions: Sequence[Decision]
+    conn: sqlite3.Connection, surv: Survey, groups: list[Group], setup: list[str]
 ) -> list[str]:
-    """Run the statements that fill the input TEMP tables and ident_state."""
-    prepare = setup_statements(surv, groups, decisions)
+    """Run the statements that fill the input TEMP tables (``setup``) and ident_state."""
+    prepare = list(setup)
     prepare.append("DROP TABLE IF EXISTS temp.ident_state")
     if surv.has_state and groups:
         prepare.append(STATE_DECISIONS)
@@ -204,18 +241,20 @@ def _archived_state_referenced(conn: sqlite3.Connection) -> list[str]:
 
 
 def _read_rekeys(conn: sqlite3.Connection, surv: Survey) -> list[str]:
-    """Read each target's rows to rekey once into its TEMP table."""
+    """Read the rows to rekey of each de-duplicated target once into its TEMP
+    table: de-duplication and the status counts need them. The other targets'
+    rows are only hashed and recorded (``rekeys.py``); apply's writes find
+    them through ``temp.ident_names``."""
     prepare: list[str] = []
     for target in surv.targets:
+        if not target.dedupe:
+            continue
         statements = rekey_statements(target)
         for sql in statements:
             conn.execute(sql)
         prepare += statements
-        if target.dedupe:
-            sql = (
-                f"SELECT raw, status, COUNT(*) FROM temp.{rekey_table(target)} GROUP BY raw, status"
-            )
-            add_statuses(surv.memories_by_status, conn.execute(sql))
+        sql = f"SELECT raw, status, COUNT(*) FROM temp.{rekey_table(target)} GROUP BY raw, status"
+        add_statuses(surv.memories_by_status, conn.execute(sql))
     return prepare
 
 
@@ -324,6 +363,7 @@ def _fingerprint(
     surv: Survey,
     groups: list[Group],
     decisions: Sequence[Decision],
+    rekeys: Sequence[RekeySum],
 ) -> str:
     """Hash the alias map and the identity and version of every row the plan reads.
 
@@ -355,16 +395,7 @@ def _fingerprint(
             ' ORDER BY ps."id"'
         )
         _hash_rows(h, conn.execute(sql))
-    for target in surv.targets:
-        h.update(target.label.encode())
-        _hash_rows(h, conn.execute(_rekey_rows_sql(target)))
+    for target in rekeys:
+        h.update(f"{target.label}\n{target.rows}\n{target.digest}\n".encode())
     _hash_rows(h, conn.execute("SELECT id, updated_at, rnk FROM temp.ident_mem_dups ORDER BY id"))
     return h.hexdigest()
-
-
-def _rekey_rows_sql(target: Target) -> str:
-    """The rows a target's rekey moves, with their identity and version."""
-    version = ", status, updated_at" if target.dedupe else ""
-    # The TEMP table's own order (rowid) is the order the same statement read
-    # the rows in: deterministic for a given database, and free.
-    return f"SELECT k, raw{version} FROM temp.{rekey_table(target)} ORDER BY rowid"

@@ -99,6 +99,7 @@ def run(
                 discover=inputs.discover,
                 ignore=ignore,
                 meanwhile=write_companion,
+                beside=True,
             )
             preview: list[dict[str, Any]] = []
             if plan.survey.has_state and plan.groups:
