@@ -124,7 +124,9 @@ def classify(
     out += [
         # not found: a deleted row is still absent (left), anything else is gone
         f"UPDATE temp.rv_rec SET {c} = 'left' WHERE {c} IS NULL AND kind IN ('delete', 'archived')",
-        f"UPDATE temp.rv_rec SET {c} = 'changed', why = 'deleted since the apply'"
+        # NOT INDEXED: these kinds are nearly every record; one pass over the
+        # table beats a lookup of each through rv_rec_kind_k (0.19 -> 0.05 s at 1M)
+        f"UPDATE temp.rv_rec NOT INDEXED SET {c} = 'changed', why = 'deleted since the apply'"
         f" WHERE {c} IS NULL AND kind IN ('rename', 'moves', 'supersede', 'rekey')",
         f"UPDATE temp.rv_rec SET {c} = 'kept' WHERE kind = 'stays'",
     ]
@@ -172,7 +174,9 @@ NAMES = (
 )
 PROJECT_NAMES = 'SELECT "id", "name" FROM main."projects"'
 
-SUMMARY = "SELECT kind, state, sel, COUNT(*) FROM temp.rv_rec GROUP BY kind, state, sel"
+# NOT INDEXED: a scan and a small GROUP BY B-tree beat walking rv_rec_kind_k
+# and looking up every row for its state (0.29 -> 0.08 s at 1M)
+SUMMARY = "SELECT kind, state, sel, COUNT(*) FROM temp.rv_rec NOT INDEXED GROUP BY kind, state, sel"
 LISTED = (
     "SELECT kind, tab, col, k, old, new, state, why FROM temp.rv_rec"
     # conflicts first: they refuse even with --skip-changed and must be named
