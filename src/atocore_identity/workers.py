@@ -37,6 +37,14 @@ class Job(Protocol):
     def run(self) -> object: ...
 
 
+def cpus() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def start(job: Job, pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes] | None:
     """The worker, its job sent; None if it cannot be started here."""
     if not sys.executable:
