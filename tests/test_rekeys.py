@@ -9,8 +9,11 @@ leaves the plan to read them inline.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import sqlite3
+import warnings
+import zlib
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ import pytest
 from atocore_identity import planner
 from atocore_identity.companion import read_records, write_plan_records
 from atocore_identity.database import open_database
+from atocore_identity.errors import BadInput
 from atocore_identity.plan_objects import Plan
 from atocore_identity.planner import build_plan
 from atocore_identity.registry import load_registry
@@ -61,7 +65,9 @@ def planned(db: Path, registry: Path, beside: bool, out: Path) -> tuple[Plan, li
     conn = open_database(db, readonly=True)
     try:
         targets, missing = resolve_targets(conn, ["notes.project"])
-        plan = build_plan(conn, load_registry(registry), targets, missing, beside=beside)
+        plan = build_plan(
+            conn, load_registry(registry), targets, missing, beside=out.parent if beside else None
+        )
         beside_ran = plan.rekey_records is not None
         write_plan_records(conn, plan, out)
     finally:
@@ -110,7 +116,7 @@ def test_a_worker_that_cannot_run_leaves_the_rows_to_the_plan(
     conn = open_database(db, readonly=True)
     try:
         targets, missing = resolve_targets(conn, ["notes.project"])
-        plan = build_plan(conn, load_registry(registry), targets, missing, beside=True)
+        plan = build_plan(conn, load_registry(registry), targets, missing, beside=tmp_path)
         assert plan.rekey_records is None  # read inline
         write_plan_records(conn, plan, tmp_path / "fallback.jsonl.gz")
     finally:
@@ -146,7 +152,7 @@ def test_rows_written_between_the_survey_and_the_worker_are_read_inline(
     conn = open_database(db, readonly=True)
     try:
         targets, missing = resolve_targets(conn, [])
-        plan = build_plan(conn, load_registry(registry), targets, missing, beside=True)
+        plan = build_plan(conn, load_registry(registry), targets, missing, beside=tmp_path)
         assert plan.rekey_records is None
         write_plan_records(conn, plan, tmp_path / "raced.jsonl.gz")
     finally:
@@ -175,9 +181,79 @@ def test_plan_and_apply_record_every_rekeyed_row_and_revert_reads_them(tmp_path:
     applied = run_cli("apply", *common, "--yes", "--no-backup")
     assert applied.code == 0, applied.stderr
     [report] = reports.glob("apply-*Z.json")
+    # the worker's records went into the archive; nothing else of them is left
+    assert sorted(p.name.split("-")[0] for p in reports.iterdir()) == [
+        "apply",
+        "apply",
+        "plan",
+        "plan",
+    ]
     assert run_cli("verify", *common, "--report", report).code == 0
     assert rows(db, alias_keyed) == [(0,)]
     reverted = run_cli("revert", *common, "--report", report, "--yes", "--no-backup")
     assert reverted.code == 0, reverted.stderr
     assert rows(db, alias_keyed) == before
     assert rows(db, "SELECT project FROM notes WHERE body = 'a'") == [("p05",)]
+
+
+def test_a_companion_cut_anywhere_never_reads_as_complete(tmp_path: Path) -> None:
+    """The worker's records are compressed into the companion's one gzip
+    member: cut at any byte, reading it fails (a file of several members
+    would read as whole when cut between two)."""
+
+    db, registry = legacy(tmp_path)
+    path = tmp_path / "beside.jsonl.gz"
+    _, lines = planned(db, registry, True, path)
+    data = path.read_bytes()
+    member = zlib.decompressobj(31)  # one gzip member, and nothing after it
+    assert member.decompress(data).count(b"\n") == len(lines) > 50
+    assert member.eof and member.unused_data == b""
+    cuts = sorted(
+        {*range(10, len(data), max(1, len(data) // 97)), *range(len(data) - 12, len(data))}
+    )
+    for cut in cuts:
+        path.write_bytes(data[:cut])
+        with pytest.raises(BadInput):
+            list(read_records(path))
+
+
+def test_a_plan_nobody_writes_a_companion_for_leaves_no_file_open(tmp_path: Path) -> None:
+    """A refused apply takes no archive: the worker's records are closed with
+    the plan (Plan.close), not left to the garbage collector."""
+
+    db, registry = legacy(tmp_path)
+    conn = open_database(db, readonly=True)
+    try:
+        targets, missing = resolve_targets(conn, [])
+        plan = build_plan(conn, load_registry(registry), targets, missing, beside=tmp_path)
+        assert plan.rekey_records is not None
+        records = plan.rekey_records.file
+        assert not records.closed
+        plan.close()
+        assert records.closed
+    finally:
+        conn.close()
+    assert list(tmp_path.glob("tmp*")) == []  # the file was unlinked from the start
+
+
+def test_an_apply_refused_after_planning_closes_the_workers_records(tmp_path: Path) -> None:
+    db, registry = legacy(tmp_path)
+    conn = sqlite3.connect(db)
+    try:  # an unresolved collision: apply refuses after planning
+        conn.executescript(
+            "INSERT INTO project_state VALUES ('x1', 'pc05', 'cfg', 'z', 'one', 'src', 1.0,"
+            " 'active', '2025-01-01', '2025-01-01');"
+            "INSERT INTO project_state VALUES ('x2', 'ps05', 'cfg', 'z', 'two', 'src', 1.0,"
+            " 'active', '2025-01-01', '2025-01-01');"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        done = run_cli("apply", "--db", db, "--registry", registry, "--report-dir",
+                       tmp_path / "reports", "--yes", "--no-backup")  # fmt: skip
+        gc.collect()
+    assert done.code == 3, done.stderr
+    assert "unresolved collision" in done.stderr
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -141,3 +142,16 @@ def test_verify_json_is_only_json(make_env: Any) -> None:
     doc = json.loads(result.stdout)
     assert doc["ok"] is False
     assert doc["counts"]["failed"] == 1
+
+
+def test_report_with_a_replaced_companion_is_refused(make_env: Any) -> None:
+    """A companion that is whole gzip but not the one its report hashed (the
+    same records compressed again): verify cannot trust its rows, exit 2."""
+    a = applied_env(make_env)
+    companion = a.report.parent / json.loads(a.report.read_text("utf-8"))["companion"]
+    records = gzip.decompress(companion.read_bytes())
+    companion.write_bytes(gzip.compress(records, compresslevel=9, mtime=0))
+    result = a.env.run("verify", "--report", a.report)
+    assert result.code == 2, result.stdout + result.stderr
+    assert "does not match its report" in result.stderr and "sha256" in result.stderr
+    assert "Traceback" not in result.stderr

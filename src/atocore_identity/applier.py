@@ -14,6 +14,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,20 +166,29 @@ def run_apply(
             # the rows to rekey are read, hashed and archived by a worker beside
             # this connection: no other writer can commit while we hold the lock
             plan = build_plan(
-                conn, registry, targets, missing, request.decisions, progress, beside=True
+                conn,
+                registry,
+                targets,
+                missing,
+                request.decisions,
+                progress,
+                beside=request.report_dir,
             )
             timings["plan"] = time.perf_counter() - t0
-            refuse_if_blocked(plan, request, confirmed)
-            before = row_counts(conn)
-            if plan.is_empty:
-                rollback(conn)
-                note = None
-                if request.plan_fingerprint is not None:
-                    note = "nothing to migrate: the database already is in this plan's end state"
-                return ApplyResult(plan, "empty", before, before, timings=timings, note=note)
-            result = _migrate(
-                conn, db, plan, registry, request, before, timings, progress, file_check
-            )
+            with closing(plan):  # the worker's records, if the archive did not take them
+                refuse_if_blocked(plan, request, confirmed)
+                before = row_counts(conn)
+                if plan.is_empty:
+                    rollback(conn)
+                    note = None
+                    if request.plan_fingerprint is not None:
+                        note = (
+                            "nothing to migrate: the database already is in this plan's end state"
+                        )
+                    return ApplyResult(plan, "empty", before, before, timings=timings, note=note)
+                result = _migrate(
+                    conn, db, plan, registry, request, before, timings, progress, file_check
+                )
         return commit_reported(
             conn,
             db,

@@ -2,7 +2,7 @@
 
 One owner for the format: the record types, the streaming writer and the
 typed streaming reader. plan and apply write the same records from the
-planner's TEMP tables, the ``rekey`` records copied in as gzip members a
+planner's TEMP tables, the ``rekey`` records taken in as the JSON lines a
 worker wrote beside the plan (``rekeys.py``); apply's companion is the
 archive that verify and revert read back. Records, one JSON object a line:
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator
@@ -304,11 +303,13 @@ def _decode_revert(doc: dict[str, Any]) -> RevertRecord:
 
 
 class CompanionWriter:
-    """Streams records into an open gzip file; ``writing`` owns the file itself."""
+    """Streams records into an open gzip file (one member); ``writing`` owns
+    the file itself. ``compressed=False`` writes the bare JSON lines instead:
+    a part another writer takes in with ``append_lines`` (``rekeys``)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, compressed: bool = True) -> None:
         self._raw = raw
-        self._gz = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1)
+        self._gz = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) if compressed else None
         self._pending: list[str] = []
         self.records = 0
 
@@ -328,29 +329,36 @@ class CompanionWriter:
             if len(self._pending) >= BATCH:
                 self._flush()
 
-    def _flush(self) -> None:
-        if self._pending:
-            self._gz.write(("\n".join(self._pending) + "\n").encode("utf-8", "surrogatepass"))
-            self._pending = []
-
-    def end_member(self) -> None:
-        """Close the gzip member written so far (its trailer); the file stays open."""
+    def append_lines(self, part: RekeyRecords) -> None:
+        """Records another writer wrote as bare JSON lines (``rekeys``), taken
+        in as they are and closed. Compressed here, into this file's one gzip
+        member: a companion cut anywhere never reads as complete."""
         self._flush()
-        self._gz.close()
-
-    def append_members(self, part: RekeyRecords) -> None:
-        """Records another writer wrote as complete gzip members (``rekeys``),
-        copied as they are: a gzip file is any run of members, and every
-        reader here (and zcat) reads them all."""
-        self.end_member()
         part.file.seek(0)
-        shutil.copyfileobj(part.file, self._raw, 1 << 20)
+        while chunk := part.file.read(1 << 20):
+            self._write(chunk)
         part.file.close()
         self.records += part.records
-        self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._write(("\n".join(self._pending) + "\n").encode("utf-8", "surrogatepass"))
+            self._pending = []
+
+    def _write(self, data: bytes) -> None:
+        if self._gz is not None:
+            self._gz.write(data)
+        else:
+            self._raw.write(data)
+
+    def end(self) -> None:
+        """Write out what is buffered and close the gzip member; the file stays open."""
+        self._flush()
+        if self._gz is not None:
+            self._gz.close()
 
     def finish(self) -> None:
-        self.end_member()
+        self.end()
         self._raw.flush()
         os.fsync(self._raw.fileno())
 
@@ -406,7 +414,7 @@ def write_plan_records(conn: sqlite3.Connection, plan: Plan, path: Path) -> Path
             for rec in iter_state_rows(conn, kept_by_renamed=True):
                 comp.write(StateRecord(**rec))
         if plan.rekey_records is not None:
-            comp.append_members(plan.rekey_records)
+            comp.append_lines(plan.rekey_records)
         else:
             for target in plan.survey.targets:
                 write_rekey_records(comp, conn, target)

@@ -269,9 +269,9 @@ class RekeySum:
 
 @dataclass(frozen=True)
 class RekeyRecords:
-    """A plan's ``rekey`` companion records, already written as complete gzip
-    members to an unlinked temporary file (``rekeys.rekeys_beside``); the
-    companion writer copies them in and closes the file."""
+    """A plan's ``rekey`` companion records, already encoded as JSON lines in
+    an unlinked temporary file (``rekeys.rekeys_beside``); the companion
+    writer takes them in and closes the file, ``Plan.close`` otherwise."""
 
     file: BinaryIO
     records: int
@@ -292,6 +292,12 @@ class Plan:
     # the rekey records, written beside the planning (plan, apply); None: the
     # companion writer reads them from the TEMP tables
     rekey_records: RekeyRecords | None = None
+
+    def close(self) -> None:
+        """Close the rekey records' temporary file if no companion took it in
+        (a refused or empty plan); it is unlinked already, so nothing is left."""
+        if self.rekey_records is not None:
+            self.rekey_records.file.close()
 
     @property
     def unresolved(self) -> list[Collision]:

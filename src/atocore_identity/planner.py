@@ -15,6 +15,7 @@ import hashlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from atocore_identity.database import quote_ident, table_exists, tables_referencing
@@ -71,7 +72,7 @@ def build_plan(
     discover: bool = False,
     ignore: Sequence[tuple[str, str]] = (),
     meanwhile: Callable[[Plan], None] | None = None,
-    beside: bool = False,
+    beside: Path | None = None,
 ) -> Plan:
     """Decide everything the migration will do. Reads only; writes TEMP tables.
 
@@ -82,21 +83,27 @@ def build_plan(
     that needs the decisions and not discovery (plan's companion) runs while
     the worker still reads.
 
-    ``beside`` (plan and apply, which write a companion) reads, hashes and
-    writes the rows to rekey in a worker process while this connection
-    decides the rest (``rekeys.py``), unless discovery's worker already
-    takes the only other CPU; the plan then carries their records.
+    ``beside`` (plan and apply, which write a companion: their report dir)
+    reads, hashes and writes the rows to rekey in a worker process while
+    this connection decides the rest (``rekeys.py``), unless discovery's
+    worker already takes the only other CPU; the plan then carries their
+    records, in a temporary file there: its caller closes the plan.
     """
     # Discovery's worker already takes the second CPU of two: another worker
     # would only slow it (plan 4.9-5.1 s -> 5.3-5.7 s at 1M), so read inline.
-    beside = beside and not (discover and cpus() <= 2)
+    if discover and cpus() <= 2:
+        beside = None
     with discovering(conn, registry, targets, ignore) if discover else nullcontext() as found:
         plan = _plan(conn, registry, targets, missing, decisions, progress, beside)
-        if meanwhile is not None:
-            meanwhile(plan)
-        if found is not None:
-            progress("discovering names in unconfigured columns")
-            plan.survey.discovery = found()
+        try:
+            if meanwhile is not None:
+                meanwhile(plan)
+            if found is not None:
+                progress("discovering names in unconfigured columns")
+                plan.survey.discovery = found()
+        except BaseException:
+            plan.close()
+            raise
     return plan
 
 
@@ -107,13 +114,17 @@ def _plan(
     missing: list[MissingTarget],
     decisions: Sequence[Decision],
     progress: Progress,
-    beside: bool = False,
+    beside: Path | None = None,
 ) -> Plan:
     """The plan's steps, in order, on ``conn``."""
     surv = survey(conn, registry, targets, missing, progress, memory_statuses=False)
     groups, integrity = _groups(conn, surv)
     setup = setup_statements(surv, groups, decisions)
-    with rekeys_beside(conn, setup, surv.targets) if beside else nullcontext() as rekeys:
+    if not surv.rename:
+        beside = None  # nothing to rekey (a migrated database): no worker to start
+    with (
+        rekeys_beside(conn, setup, surv.targets, beside) if beside is not None else nullcontext()
+    ) as rekeys:
         progress("planning project_state")
         prepare = _decide_state(conn, surv, groups, setup)
         collisions = _collisions(conn)
@@ -136,7 +147,12 @@ def _plan(
         counts["collisions_unresolved"] = sum(1 for c in collisions if c.resolved_winner is None)
         sums, records = _rekey_sums(conn, surv, rekeys)
     progress("fingerprinting")
-    fingerprint = _fingerprint(conn, registry, surv, groups, decisions, sums)
+    try:
+        fingerprint = _fingerprint(conn, registry, surv, groups, decisions, sums)
+    except BaseException:
+        if records is not None:
+            records.file.close()
+        raise
     return Plan(
         survey=surv,
         groups=groups,

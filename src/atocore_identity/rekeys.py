@@ -7,10 +7,11 @@ into a ``RekeySum`` that the fingerprint takes, and when a command writes a
 companion (plan, apply) they become its ``rekey`` records. That last part is
 most of a companion and needs only the spellings, not the plan's decisions,
 so ``rekeys_beside`` does it all in a worker process (``workers.py``) while
-the planning connection decides the rest (decision 44): the records go to an
-unlinked temporary file as gzip members the companion writer appends. The
-worker's sums must count what the survey counted, or the planner reads the
-rows inline instead; inline and beside give the same sums and records.
+the planning connection decides the rest (decision 44): the records go, as
+JSON lines, to an unlinked temporary file in the report dir that the
+companion writer takes into its gzip stream. The worker's sums must count
+what the survey counted, or the planner reads the rows inline instead;
+inline and beside give the same sums and records.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from atocore_identity import workers
 from atocore_identity.companion import CompanionWriter, write_rekey_records
 from atocore_identity.database import busy_timeout_of, main_file, open_database
 from atocore_identity.plan_objects import RekeyRecords, RekeySum
-from atocore_identity.statements import CHUNK, rekey_statements, rekey_table
+from atocore_identity.statements import CHUNK, rekey_rows_sql, rekey_statements
 from atocore_identity.targets import Target
 
 
@@ -57,14 +58,6 @@ def read_rekeys(
     return sums
 
 
-def rekey_rows_sql(target: Target) -> str:
-    """The rows a target's rekey moves, with their identity and version."""
-    version = ", status, updated_at" if target.dedupe else ""
-    # The TEMP table's own order (rowid) is the order the same statement read
-    # the rows in: deterministic for a given database, and free.
-    return f"SELECT k, raw{version} FROM temp.{rekey_table(target)} ORDER BY rowid"
-
-
 @dataclass(frozen=True)
 class Job:
     """The worker's job: the spellings, the targets, where the records go."""
@@ -81,9 +74,9 @@ class Job:
             for sql in self.setup:
                 conn.execute(sql)
             with os.fdopen(self.fd, "wb", closefd=False) as raw:
-                writer = CompanionWriter(raw)
+                writer = CompanionWriter(raw, compressed=False)
                 sums = read_rekeys(conn, self.targets, writer=writer)
-                writer.end_member()
+                writer.end()
             return sums, writer.records
         finally:
             conn.close()
@@ -94,20 +87,21 @@ Beside = Callable[[], tuple[list[RekeySum], RekeyRecords] | None]
 
 @contextmanager
 def rekeys_beside(
-    conn: sqlite3.Connection, setup: Sequence[str], targets: Sequence[Target]
+    conn: sqlite3.Connection, setup: Sequence[str], targets: Sequence[Target], directory: Path
 ) -> Iterator[Beside]:
-    """Read, hash and write the rekeys of ``conn``'s file in a worker process;
-    the yielded function waits for it: the sums and the records, or None when
-    the worker could not do it (the caller reads inline). The records' file
-    belongs to the caller once collected."""
+    """Read, hash and write the rekeys of ``conn``'s file in a worker process,
+    the records to a temporary file in ``directory``; the yielded function
+    waits for it: the sums and the records, or None when the worker could
+    not do it (the caller reads inline). The records' file belongs to the
+    caller once collected; on any other exit it is closed here."""
     path = main_file(conn)
-    if path is None or not targets:
+    # pass_fds is POSIX; elsewhere (and for a database in memory) read inline
+    if path is None or not targets or os.name != "posix":
         yield lambda: None
         return
     # no `with`: once collected, the file is the caller's (RekeyRecords)
-    tmp = tempfile.TemporaryFile()  # noqa: SIM115
-    job = Job(path, busy_timeout_of(conn), tuple(setup), tuple(targets), tmp.fileno())
-    proc = workers.start(job, pass_fds=[tmp.fileno()])
+    tmp = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+    proc = None
     handed = False
 
     def collect() -> tuple[list[RekeySum], RekeyRecords] | None:
@@ -120,6 +114,8 @@ def rekeys_beside(
         return got[0], RekeyRecords(tmp, got[1])
 
     try:
+        job = Job(path, busy_timeout_of(conn), tuple(setup), tuple(targets), tmp.fileno())
+        proc = workers.start(job, pass_fds=[tmp.fileno()])
         yield collect
     finally:
         if proc is not None:

@@ -103,8 +103,8 @@ FROM (
   FROM temp.ident_groups AS grp
   JOIN main."project_state" AS ps ON ps."project_id" = grp.project_row_id
   LEFT JOIN temp.ident_resolutions AS res
-    ON res.canonical_id = grp.canonical_id AND res.category = ps."category"
-   AND res.key = ps."key"
+    ON res.canonical_id = grp.canonical_id AND res.category IS ps."category"
+   AND res.key IS ps."key"
   WINDOW o AS (PARTITION BY grp.canonical_id, ps."category", ps."key"
                ORDER BY COALESCE(ps."id" = res.winner_id, 0) DESC,
                         (ps."status" = 'active') DESC, grp.is_canonical DESC,
@@ -220,6 +220,15 @@ def rekey_statements(target: Target) -> list[str]:
         f" JOIN temp.ident_names AS n ON n.raw = t.{col} COLLATE BINARY"
         f" WHERE t.{col} COLLATE BINARY IN (SELECT raw FROM temp.ident_names)",
     ]
+
+
+def rekey_rows_sql(target: Target) -> str:
+    """The rows a target's rekey moves, with their identity and version (the
+    fingerprint's share of them, ``rekeys.read_rekeys``)."""
+    version = ", status, updated_at" if target.dedupe else ""
+    # The TEMP table's own order (rowid) is the order the same statement read
+    # the rows in: deterministic for a given database, and free.
+    return f"SELECT k, raw{version} FROM temp.{rekey_table(target)} ORDER BY rowid"
 
 
 def write_statements(plan: Plan) -> list[str]:

@@ -71,6 +71,9 @@ def start(job: Job, pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes] | N
             stdin.write(pickle.dumps(job))
     except BrokenPipeError:
         pass  # the worker died at start: collect gives None
+    except BaseException:  # a signal while the job was sent: no orphan
+        end(proc)
+        raise
     return proc
 
 
