@@ -23,7 +23,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import queue
 import sqlite3
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -302,6 +304,48 @@ def _decode_revert(doc: dict[str, Any]) -> RevertRecord:
     )
 
 
+class _Compressing:
+    """gzip on a thread of its own: zlib and the file write release the GIL,
+    so the caller encodes the next batch of records meanwhile. Bounded: at
+    most QUEUED batches wait. An error of the thread (a full disk) is raised
+    to the caller at its next write or at ``close``."""
+
+    QUEUED = 4
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._gz = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="companion-gzip", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:  # after an error, drain without writing
+                try:
+                    self._gz.write(data)
+                except BaseException as exc:
+                    self._error = exc
+
+    def write(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def stop(self) -> None:
+        """Let the thread write what is queued and end; idempotent."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def close(self) -> None:
+        """Write out the member's end (its trailer); the file stays open."""
+        self.stop()
+        if self._error is not None:
+            raise self._error
+        self._gz.close()
+
+
 class CompanionWriter:
     """Streams records into an open gzip file (one member); ``writing`` owns
     the file itself. ``compressed=False`` writes the bare JSON lines instead:
@@ -309,7 +353,7 @@ class CompanionWriter:
 
     def __init__(self, raw: BinaryIO, compressed: bool = True) -> None:
         self._raw = raw
-        self._gz = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) if compressed else None
+        self._gz = _Compressing(raw) if compressed else None
         self._pending: list[str] = []
         self.records = 0
 
@@ -357,6 +401,11 @@ class CompanionWriter:
         if self._gz is not None:
             self._gz.close()
 
+    def abandon(self) -> None:
+        """Stop the compressing thread of a companion that will not be finished."""
+        if self._gz is not None:
+            self._gz.stop()
+
     def finish(self) -> None:
         self.end()
         self._raw.flush()
@@ -369,8 +418,11 @@ def writing(final: Path) -> Iterator[CompanionWriter]:
     when the block ends normally; on any exit the temp file is gone."""
     with temp_beside(final.parent, ".jsonl.gz") as (tmp, fd), os.fdopen(fd, "wb") as raw:
         writer = CompanionWriter(raw)
-        yield writer
-        writer.finish()
+        try:
+            yield writer
+            writer.finish()
+        finally:
+            writer.abandon()
         publish(tmp, final)
 
 
