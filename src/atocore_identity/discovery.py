@@ -73,10 +73,12 @@ def discovering(
     registry: Registry,
     targets: Sequence[Target],
     ignore: Sequence[tuple[str, str]] = (),
+    workers: int = 1,
 ) -> Iterator[Callable[[], Discovery]]:
-    """Discovery of ``conn``'s file in one worker process while the caller
-    works with ``conn``; the yielded function waits for it (plan, verify)."""
-    with discovering_shared(conn, registry, targets, ignore) as found:
+    """Discovery of ``conn``'s file in ``workers`` worker processes while the
+    caller works with ``conn``; the yielded function waits for them (plan,
+    verify)."""
+    with discovering_shared(conn, registry, targets, ignore, workers) as found:
         yield lambda: found()[0]
 
 
