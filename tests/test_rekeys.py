@@ -257,3 +257,21 @@ def test_an_apply_refused_after_planning_closes_the_workers_records(tmp_path: Pa
     assert done.code == 3, done.stderr
     assert "unresolved collision" in done.stderr
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_no_room_for_the_workers_records_means_reading_inline(tmp_path: Path) -> None:
+    """The temporary file cannot be made (here: no such directory): no worker,
+    the plan reads the rows itself and fingerprints them the same."""
+
+    db, registry = legacy(tmp_path)
+    inline, _ = planned(db, registry, False, tmp_path / "inline.jsonl.gz")
+    conn = open_database(db, readonly=True)
+    try:
+        targets, missing = resolve_targets(conn, ["notes.project"])
+        plan = build_plan(
+            conn, load_registry(registry), targets, missing, beside=tmp_path / "missing"
+        )
+    finally:
+        conn.close()
+    assert plan.rekey_records is None
+    assert plan.fingerprint == inline.fingerprint

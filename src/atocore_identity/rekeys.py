@@ -99,8 +99,12 @@ def rekeys_beside(
     if path is None or not targets or os.name != "posix":
         yield lambda: None
         return
-    # no `with`: once collected, the file is the caller's (RekeyRecords)
-    tmp = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+    try:
+        # no `with`: once collected, the file is the caller's (RekeyRecords)
+        tmp = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+    except OSError:
+        yield lambda: None  # no room for it: the plan reads inline and says why, if it must
+        return
     proc = None
     handed = False
 
