@@ -316,15 +316,17 @@ class _Compressing:
         self._gz = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1)
         self._queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
         self._error: BaseException | None = None
+        self._cancelled = False
         self._thread = threading.Thread(target=self._run, name="companion-gzip", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while (data := self._queue.get()) is not None:
-            if self._error is None:  # after an error, drain without writing
+            # after an error, or once the file is abandoned, drain without writing
+            if self._error is None and not self._cancelled:
                 try:
                     self._gz.write(data)
-                except BaseException as exc:
+                except BaseException as exc:  # handed to the caller
                     self._error = exc
 
     def write(self, data: bytes) -> None:
@@ -332,8 +334,10 @@ class _Compressing:
             raise self._error
         self._queue.put(data)
 
-    def stop(self) -> None:
-        """Let the thread write what is queued and end; idempotent."""
+    def stop(self, cancel: bool = False) -> None:
+        """Let the thread write what is queued (``cancel``: drop it) and end;
+        idempotent."""
+        self._cancelled = self._cancelled or cancel
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
@@ -402,9 +406,10 @@ class CompanionWriter:
             self._gz.close()
 
     def abandon(self) -> None:
-        """Stop the compressing thread of a companion that will not be finished."""
+        """Stop the compressing thread of a companion that will not be finished
+        (what is still queued is dropped: the file goes)."""
         if self._gz is not None:
-            self._gz.stop()
+            self._gz.stop(cancel=True)
 
     def finish(self) -> None:
         self.end()

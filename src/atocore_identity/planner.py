@@ -89,15 +89,16 @@ def build_plan(
     worker already takes the only other CPU; the plan then carries their
     records, in a temporary file there: its caller closes the plan.
     """
-    # Discovery's worker already takes the second CPU of two: another worker
-    # would only slow it (plan 4.9-5.1 s -> 5.3-5.7 s at 1M), so read inline.
-    if discover and cpus() <= 2:
-        beside = None
     # Two discovery workers sharing the columns, as inspect has: discovery is
     # the long pole of the default plan (4.74-5.08 s -> 3.90-4.38 s at 1M,
-    # alternating). verify keeps one: its integrity check needs the CPU.
+    # alternating); one on one CPU. verify keeps one: its integrity check
+    # needs the CPU. A rekey worker as well only when every process has a
+    # CPU: on two it slowed the default plan (4.9-5.1 s -> 5.3-5.7 s).
+    shares = 2 if cpus() >= 2 else 1
+    if discover and cpus() <= 1 + shares:
+        beside = None
     with (
-        discovering(conn, registry, targets, ignore, workers=2) if discover else nullcontext()
+        discovering(conn, registry, targets, ignore, workers=shares) if discover else nullcontext()
     ) as found:
         plan = _plan(conn, registry, targets, missing, decisions, progress, beside)
         try:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from atocore_identity import workers
 from atocore_identity.companion import CompanionWriter, write_rekey_records
@@ -101,9 +102,11 @@ def rekeys_beside(
         return
     try:
         # no `with`: once collected, the file is the caller's (RekeyRecords)
-        tmp = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+        tmp: BinaryIO | None = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
     except OSError:
-        yield lambda: None  # no room for it: the plan reads inline and says why, if it must
+        tmp = None  # no room for it: the plan reads inline
+    if tmp is None:
+        yield lambda: None
         return
     proc = None
     handed = False
