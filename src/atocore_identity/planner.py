@@ -16,7 +16,6 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 from atocore_identity.database import quote_ident, table_exists, tables_referencing
 from atocore_identity.discovery import discovering
@@ -34,11 +33,11 @@ from atocore_identity.plan_objects import (
 from atocore_identity.registry import Registry
 from atocore_identity.rekeys import Beside, read_rekeys, rekeys_beside
 from atocore_identity.statements import (
-    CHUNK,
     EMPTY_MEM_DUPS,
     EMPTY_STATE,
     MEMORY_DECISIONS,
     STATE_DECISIONS,
+    hash_rows,
     rekey_statements,
     rekey_table,
     setup_statements,
@@ -50,15 +49,6 @@ from atocore_identity.workers import cpus
 # --------------------------------------------------------------------------
 # Planning statements
 # --------------------------------------------------------------------------
-
-
-def _hash_rows(h: Any, cursor: sqlite3.Cursor) -> None:
-    """Feed a query's rows into ``h`` a chunk at a time (queries ORDER BY a unique key)."""
-    while True:
-        rows = cursor.fetchmany(CHUNK)
-        if not rows:
-            return
-        h.update(repr(rows).encode("utf-8", "surrogatepass"))
 
 
 def build_plan(
@@ -421,8 +411,8 @@ def _fingerprint(
             ' WHERE ps."project_id" IN (SELECT project_row_id FROM temp.ident_groups)'
             ' ORDER BY ps."id"'
         )
-        _hash_rows(h, conn.execute(sql))
+        hash_rows(h, conn.execute(sql))
     for target in rekeys:
         h.update(f"{target.label}\n{target.rows}\n{target.digest}\n".encode())
-    _hash_rows(h, conn.execute("SELECT id, updated_at, rnk FROM temp.ident_mem_dups ORDER BY id"))
+    hash_rows(h, conn.execute("SELECT id, updated_at, rnk FROM temp.ident_mem_dups ORDER BY id"))
     return h.hexdigest()

@@ -30,7 +30,7 @@ from atocore_identity import workers
 from atocore_identity.companion import CompanionWriter, write_rekey_records
 from atocore_identity.database import busy_timeout_of, main_file, open_database
 from atocore_identity.plan_objects import RekeyRecords, RekeySum
-from atocore_identity.statements import CHUNK, rekey_rows_sql, rekey_statements
+from atocore_identity.statements import hash_rows, rekey_rows_sql, rekey_statements
 from atocore_identity.targets import Target
 
 
@@ -48,11 +48,7 @@ def read_rekeys(
             for sql in rekey_statements(target):
                 conn.execute(sql)
         h = hashlib.sha256()
-        rows = 0
-        cursor = conn.execute(rekey_rows_sql(target))
-        while chunk := cursor.fetchmany(CHUNK):
-            rows += len(chunk)
-            h.update(repr(chunk).encode("utf-8", "surrogatepass"))
+        rows = hash_rows(h, conn.execute(rekey_rows_sql(target)))
         sums.append(RekeySum(target.label, rows, h.hexdigest()))
         if writer is not None:
             write_rekey_records(writer, conn, target)

@@ -41,6 +41,7 @@ from atocore_identity.database import all_tables, read_only, table_columns
 from atocore_identity.errors import BadInput, Refused
 from atocore_identity.registry import Registry, fold
 from atocore_identity.reports import companion_of, ensure_report_dir, file_sha256, unique_path
+from atocore_identity.statements import hash_rows
 from atocore_identity.survey import Progress, quiet
 from atocore_identity.transaction import (
     backed_up,
@@ -250,9 +251,7 @@ def _summary(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, dict[s
 def _digest(conn: sqlite3.Connection) -> str:
     """What the operator confirms: every selected record's state, in order."""
     h = hashlib.sha256()
-    cur = conn.execute("SELECT seq, state FROM temp.rv_rec WHERE sel ORDER BY seq")
-    while rows := cur.fetchmany(5000):
-        h.update(repr(rows).encode())
+    hash_rows(h, conn.execute("SELECT seq, state FROM temp.rv_rec WHERE sel ORDER BY seq"))
     return h.hexdigest()
 
 

@@ -275,6 +275,16 @@ def write_statements(plan: Plan) -> list[str]:
     return out
 
 
+def hash_rows(h: Any, cursor: sqlite3.Cursor) -> int:
+    """Feed a query's rows into the hash ``h`` a chunk at a time (the query
+    orders them by a unique key); returns how many there were."""
+    rows = 0
+    while chunk := cursor.fetchmany(CHUNK):
+        rows += len(chunk)
+        h.update(repr(chunk).encode("utf-8", "surrogatepass"))
+    return rows
+
+
 def _stream(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
     while True:
         rows = cursor.fetchmany(CHUNK)
