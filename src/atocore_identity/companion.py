@@ -385,7 +385,7 @@ class CompanionWriter:
         part.file.seek(0)
         while chunk := part.file.read(1 << 20):
             self._write(chunk)
-        part.file.close()
+        part.close()
         self.records += part.records
 
     def _flush(self) -> None:

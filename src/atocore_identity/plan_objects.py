@@ -276,6 +276,9 @@ class RekeyRecords:
     file: BinaryIO
     records: int
 
+    def close(self) -> None:
+        self.file.close()
+
 
 @dataclass
 class Plan:
@@ -297,7 +300,7 @@ class Plan:
         """Close the rekey records' temporary file if no companion took it in
         (a refused or empty plan); it is unlinked already, so nothing is left."""
         if self.rekey_records is not None:
-            self.rekey_records.file.close()
+            self.rekey_records.close()
 
     @property
     def unresolved(self) -> list[Collision]:

@@ -76,16 +76,18 @@ def build_plan(
     ``beside`` (plan and apply, which write a companion: their report dir)
     reads, hashes and writes the rows to rekey in a worker process while
     this connection decides the rest (``rekeys.py``), unless discovery's
-    worker already takes the only other CPU; the plan then carries their
-    records, in a temporary file there: its caller closes the plan.
+    workers already take the other CPUs; the plan then carries their
+    records, in a temporary file there, until ``meanwhile`` has run (or,
+    without it, until the caller closes the plan).
     """
     # Two discovery workers sharing the columns, as inspect has: discovery is
     # the long pole of the default plan (4.74-5.08 s -> 3.90-4.38 s at 1M,
     # alternating); one on one CPU. verify keeps one: its integrity check
     # needs the CPU. A rekey worker as well only when every process has a
     # CPU: on two it slowed the default plan (4.9-5.1 s -> 5.3-5.7 s).
-    shares = 2 if cpus() >= 2 else 1
-    if discover and cpus() <= 1 + shares:
+    available = cpus()
+    shares = 2 if available >= 2 else 1
+    if discover and available <= 1 + shares:
         beside = None
     with (
         discovering(conn, registry, targets, ignore, workers=shares) if discover else nullcontext()
@@ -94,6 +96,7 @@ def build_plan(
         try:
             if meanwhile is not None:
                 meanwhile(plan)
+                plan.close()  # what meanwhile did not take in (an empty plan), nobody will
             if found is not None:
                 progress("discovering names in unconfigured columns")
                 plan.survey.discovery = found()
@@ -147,7 +150,7 @@ def _plan(
         fingerprint = _fingerprint(conn, registry, surv, groups, decisions, sums)
     except BaseException:
         if records is not None:
-            records.file.close()
+            records.close()
         raise
     return Plan(
         survey=surv,
@@ -172,7 +175,7 @@ def _rekey_sums(
         sums, records = got
         if [s.rows for s in sums] == [_expected_rows(surv, t) for t in surv.targets]:
             return sums, records
-        records.file.close()
+        records.close()
     made = frozenset(t.label for t in surv.targets if t.dedupe)
     return read_rekeys(conn, surv.targets, made), None
 

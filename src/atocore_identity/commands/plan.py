@@ -101,7 +101,6 @@ def run(
                 meanwhile=write_companion,
                 beside=report_dir,
             )
-            plan.close()  # the companion took the worker's records in, if it was written
             preview: list[dict[str, Any]] = []
             if plan.survey.has_state and plan.groups:
                 preview = [_flat(r) for r in islice(iter_state_rows(s.conn), PREVIEW_ROWS)]
