@@ -14,9 +14,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from atocore_identity.database import SQLITE_MAGIC
+from atocore_identity.database import SQLITE_MAGIC, immutable_uri, quick_check_problems
 
 SIDE_SUFFIXES = ("-journal", "-wal", "-shm")
 
@@ -31,12 +30,6 @@ class FileState:
     detail: str
     bytes: int | None = None
     quick_check: str | None = None  # "ok" | "failed" | "skipped" | None (not a backup)
-
-
-def _ro_immutable_uri(path: Path) -> str:
-    # immutable: a backup of a WAL database is flagged WAL, and even a mode=ro
-    # connection to it would create -wal and -shm files beside it.
-    return f"file:{quote(str(path.absolute()))}?mode=ro&immutable=1"
 
 
 def check_backup(
@@ -115,14 +108,14 @@ def _header_problem(header: bytes, size: int, expected_bytes: int | None) -> str
 def _quick_check(path: Path, size: int) -> FileState:
     name = path.name
     try:
-        conn = sqlite3.connect(_ro_immutable_uri(path), uri=True)
+        conn = sqlite3.connect(immutable_uri(path), uri=True)
         try:
-            found = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)")]
+            found = quick_check_problems(conn)
         finally:
             conn.close()
     except sqlite3.Error as exc:
         return FileState(name, True, "unreadable", f"quick_check cannot run: {exc}", size, "failed")
-    if found != ["ok"]:
+    if found:
         detail = "quick_check: " + "; ".join(found)
         return FileState(name, True, "unreadable", detail, size, "failed")
     return FileState(name, True, "ok", "SQLite header, size and quick_check ok", size, "ok")

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from atocore_identity.background import Background, in_background
-from atocore_identity.database import sqlite_uri, watch
+from atocore_identity.database import immutable_uri, quick_check_problems, sqlite_uri, watch
 from atocore_identity.errors import Refused
 
 
@@ -151,18 +151,17 @@ def _copy_into(db: Path, tmp: Path) -> None:
 
 
 def _check_connection(tmp: Path, stop: threading.Event) -> sqlite3.Connection:
-    # The copy of a WAL database is flagged WAL too, and any ordinary
-    # connection to it would create -wal and -shm files. Nobody else knows the
-    # private temporary file, so it is read as immutable: no side files.
-    conn = sqlite3.connect(f"{sqlite_uri(tmp, 'ro')}&immutable=1", uri=True)
+    # Nobody else knows the private temporary file: it is read as immutable,
+    # so the copy of a WAL database gets no side files.
+    conn = sqlite3.connect(immutable_uri(tmp), uri=True)
     watch(conn, stop)
     return conn
 
 
 def _check(conn: sqlite3.Connection, path: Path) -> None:
     """The copy must pass quick_check and have no side file."""
-    found = [str(r[0]) for r in conn.execute("PRAGMA main.quick_check(5)")]
-    if found != ["ok"]:
+    found = quick_check_problems(conn)
+    if found:
         raise sqlite3.DatabaseError("the copy fails quick_check: " + "; ".join(found))
     for suffix in ("-journal", "-wal", "-shm"):
         side = Path(str(path) + suffix)

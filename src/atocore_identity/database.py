@@ -157,6 +157,13 @@ def sqlite_uri(path: Path, mode: str) -> str:
     return f"file:{quote(str(path.absolute()))}?mode={mode}"
 
 
+def immutable_uri(path: Path) -> str:
+    """Read-only and immutable, for a copy nobody writes (a backup): a copy of
+    a WAL database is flagged WAL, and even a ``mode=ro`` connection to it
+    would create -wal and -shm files beside it."""
+    return f"{sqlite_uri(path, 'ro')}&immutable=1"
+
+
 # Planning probes its TEMP tables (the twin ranking: every active memory looks
 # up the rekeyed ones) far more than SQLite's default 2 MiB temp cache holds
 # at a million rows; 8 MiB takes about a third off that statement.
@@ -298,10 +305,17 @@ def busy_timeout_of(conn: sqlite3.Connection) -> float:
     return int(ms) / 1000
 
 
+def quick_check_problems(conn: sqlite3.Connection) -> list[str]:
+    """What ``PRAGMA quick_check`` finds wrong with ``conn``'s file (the first
+    five); empty when it says ok."""
+    found = [str(r[0]) for r in conn.execute("PRAGMA main.quick_check(5)")]
+    return [] if found == ["ok"] else found
+
+
 def quick_check(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse to migrate a damaged file: PRAGMA quick_check must say ok."""
-    found = [str(r[0]) for r in conn.execute("PRAGMA main.quick_check(5)")]
-    if found != ["ok"]:
+    found = quick_check_problems(conn)
+    if found:
         raise DatabaseError(
             f"database {path} is corrupt ({'; '.join(found)})",
             "restore it from a backup; `sqlite3 DB 'PRAGMA integrity_check'` shows more",
