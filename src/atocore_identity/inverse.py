@@ -183,15 +183,14 @@ LISTED = (
     " WHERE sel AND state IN ('changed', 'conflict') ORDER BY state = 'conflict' DESC, seq"
     " LIMIT ?"
 )
+# The records of revert's own companion: every selected row it reverts or skips.
+_RECORD_ROWS = "FROM temp.rv_rec WHERE sel AND state IN ('left', 'changed', 'conflict')"
 RECORDS = (
-    "SELECT kind, canonical, tab, col, keycol, k, old, new, state, why FROM temp.rv_rec"
-    " WHERE sel AND state IN ('left', 'changed', 'conflict') ORDER BY seq"
+    f"SELECT kind, canonical, tab, col, keycol, k, old, new, state, why {_RECORD_ROWS} ORDER BY seq"
 )
 # The same records as companion.revert_lines_sql encodes them, and the test
 # that every value they carry is one json_object writes exactly.
-RECORD_SOURCE = (
-    "FROM temp.rv_rec WHERE sel AND state IN ('left', 'changed', 'conflict') ORDER BY seq"
-)
+RECORD_SOURCE = f"{_RECORD_ROWS} ORDER BY seq"
 RECORD_VALUES = {
     "action": "CASE state WHEN 'left' THEN 'reverted' ELSE 'skipped' END",
     "kind": "kind",
@@ -210,7 +209,7 @@ def records_not_exact(exact_types: tuple[str, ...]) -> str:
     """A count of the records holding a value json_object would not write exactly."""
     types = ", ".join(quote_literal(t) for t in exact_types)
     return (
-        "SELECT COUNT(*) FROM temp.rv_rec WHERE sel AND state IN ('left', 'changed', 'conflict')"
+        f"SELECT COUNT(*) {_RECORD_ROWS}"
         f" AND (typeof(k) NOT IN ({types}) OR typeof(old) NOT IN ({types})"
         f" OR typeof(new) NOT IN ({types}) OR typeof(tab) NOT IN ({types})"
         f" OR typeof(col) NOT IN ({types}) OR typeof(keycol) NOT IN ({types}))"
