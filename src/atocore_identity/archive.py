@@ -24,7 +24,12 @@ from atocore_identity.companion import (
     read_records,
 )
 from atocore_identity.errors import BadInput
-from atocore_identity.reports import CHANGED_SOMETHING, companion_of, file_sha256, load_report
+from atocore_identity.reports import (
+    CHANGED_SOMETHING,
+    companion_differs,
+    companion_of,
+    load_report,
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,7 @@ def load_archive(path: Path, db: Path) -> Archive:
         raise BadInput(f"report {path} names no archive companion", "it cannot be reverted")
     if not companion.is_file():
         raise BadInput(f"the archive {companion} of {path} is missing", "use the backup instead")
-    want = report.get("companion_sha256")
-    if want is not None and file_sha256(companion) != want:
+    if companion_differs(companion, report):
         raise BadInput(
             f"the archive {companion} does not match its report {path} (sha256 differs)",
             "it was changed or truncated; use the backup instead",

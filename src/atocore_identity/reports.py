@@ -207,3 +207,10 @@ def companion_of(report_path: Path, report: dict[str, Any]) -> Path | None:
         return None
     path = Path(str(name))
     return path if path.is_absolute() else report_path.parent / path
+
+
+def companion_differs(companion: Path, report: dict[str, Any]) -> bool:
+    """The companion is not the file its report hashed (when the report has a
+    sha256: revert and verify trust only that file)."""
+    want = report.get("companion_sha256")
+    return want is not None and file_sha256(companion) != want

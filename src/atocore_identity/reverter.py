@@ -40,7 +40,13 @@ from atocore_identity.companion import (
 from atocore_identity.database import all_tables, read_only, table_columns
 from atocore_identity.errors import BadInput, Refused
 from atocore_identity.registry import Registry, fold
-from atocore_identity.reports import companion_of, ensure_report_dir, file_sha256, unique_path
+from atocore_identity.reports import (
+    companion_differs,
+    companion_of,
+    ensure_report_dir,
+    file_sha256,
+    unique_path,
+)
 from atocore_identity.statements import hash_rows
 from atocore_identity.survey import Progress, quiet
 from atocore_identity.transaction import (
@@ -477,8 +483,7 @@ def check_revert_report(
     companion = companion_of(path, report)
     if companion is None or not companion.is_file():
         raise BadInput(f"the record {companion} of {path} is missing")
-    want = report.get("companion_sha256")
-    if want is not None and file_sha256(companion) != want:
+    if companion_differs(companion, report):
         raise BadInput(f"the record {companion} does not match its report {path} (sha256)")
     for sql in inverse.SETUP:
         conn.execute(sql)

@@ -39,7 +39,12 @@ from atocore_identity.discovery import discovering
 from atocore_identity.errors import BadInput
 from atocore_identity.plan_objects import Discovery, Survey
 from atocore_identity.registry import Registry
-from atocore_identity.reports import CHANGED_SOMETHING, companion_of, file_sha256, load_report
+from atocore_identity.reports import (
+    CHANGED_SOMETHING,
+    companion_differs,
+    companion_of,
+    load_report,
+)
 from atocore_identity.reverter import check_revert_report
 from atocore_identity.survey import survey
 from atocore_identity.targets import MissingTarget, Target
@@ -181,8 +186,7 @@ def _apply_report_checks(
     result.checks.append(checks.one_canonical_row(surv, names))
     companion = companion_of(report_path, report)
     if companion is not None:
-        want = report.get("companion_sha256")
-        if want is not None and companion.is_file() and file_sha256(companion) != want:
+        if companion.is_file() and companion_differs(companion, report):
             raise BadInput(
                 f"the companion {companion} does not match its report {report_path}"
                 " (sha256 differs)",
