@@ -271,9 +271,7 @@ def _migrate(
         timings["archive"] = time.perf_counter() - t0
 
         say("migrating")
-        t0 = time.perf_counter()
-        execute_writes(conn, db, write_statements(plan), "apply")
-        timings["write"] = time.perf_counter() - t0
+        execute_writes(conn, db, write_statements(plan), "apply", timings)
         backup, backup_bytes = backing.publish()
 
     say("checking postconditions")

@@ -401,9 +401,7 @@ def _write(
                 "free space in --report-dir",
             ) from None
         say("reverting")
-        t0 = time.perf_counter()
-        execute_writes(conn, db, inv.writes, "revert")
-        timings["write"] = time.perf_counter() - t0
+        execute_writes(conn, db, inv.writes, "revert", timings)
         backup, backup_bytes = backing.publish()
     say("checking postconditions")
     after = row_counts(conn)

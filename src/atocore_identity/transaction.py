@@ -202,10 +202,16 @@ def commit(conn: sqlite3.Connection, db: Path, busy_timeout: float) -> None:
 
 
 def execute_writes(
-    conn: sqlite3.Connection, db: Path, statements: Sequence[str], what: str
+    conn: sqlite3.Connection,
+    db: Path,
+    statements: Sequence[str],
+    what: str,
+    timings: dict[str, float],
 ) -> None:
-    """Run the write statements in order; on an SQLite error roll back and
-    raise the error for a person (a corrupt file, a full disk, a refusal)."""
+    """Run the write statements in order, timed into ``timings["write"]``; on
+    an SQLite error roll back and raise the error for a person (a corrupt
+    file, a full disk, a refusal)."""
+    started = time.perf_counter()
     try:
         # The TEMP tables are built: their cache goes back to SQLite's default
         # and the database's grows for the writes, so peak memory is the
@@ -217,6 +223,7 @@ def execute_writes(
     except sqlite3.Error as exc:
         rollback(conn)
         raise _write_failed(db, exc, what) from None
+    timings["write"] = time.perf_counter() - started
 
 
 def _write_failed(db: Path, exc: sqlite3.Error, what: str) -> DatabaseError | Refused:
