@@ -84,6 +84,44 @@ def test_variant_spellings_in_a_nocase_column_are_migrated(tmp_path: Path) -> No
     ]
 
 
+def test_twins_in_nocase_columns_are_matched_exactly(tmp_path: Path) -> None:
+    # The twin search compares content, type and project byte for byte
+    # whatever collation the columns declare: 'Note' is no twin of 'note'.
+    db = tmp_path / "nocase-twins.db"
+    _sql(
+        db,
+        "CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+        "CREATE TABLE memories (id TEXT PRIMARY KEY, memory_type TEXT COLLATE NOCASE,"
+        " content TEXT COLLATE NOCASE, project TEXT COLLATE NOCASE, status TEXT,"
+        " updated_at TEXT);"
+        "CREATE INDEX idx_memories_project ON memories(project);"
+        "INSERT INTO memories VALUES"
+        " ('c1', 'fact', 'Note', 'p05-interferometer', 'active', '2024-01-01'),"
+        " ('a1', 'fact', 'note', 'p05', 'active', '2024-02-01'),"
+        " ('c2', 'fact', 'same', 'p05-interferometer', 'active', '2024-01-01'),"
+        " ('a2', 'fact', 'same', 'p05', 'active', '2024-02-01'),"
+        " ('c3', 'Fact', 'kind', 'p05-interferometer', 'active', '2024-01-01'),"
+        " ('a3', 'fact', 'kind', 'p05', 'active', '2024-02-01');",
+    )
+    reg = tmp_path / "reg.json"
+    reg.write_text(json.dumps({"projects": REG}))
+    from conftest import run_cli
+
+    common = ["--db", db, "--registry", reg, "--report-dir", tmp_path / "r"]
+    planned = run_cli("plan", *common, "--format", "json")
+    assert planned.code == 0, planned.stderr
+    assert planned.json()["counts"]["memories_superseded"] == 1
+    assert run_cli("apply", *common, "--yes").code == 0
+    assert rows(db, "SELECT id, status FROM memories ORDER BY id") == [
+        ("a1", "active"),
+        ("a2", "active"),
+        ("a3", "active"),
+        ("c1", "active"),
+        ("c2", "superseded"),
+        ("c3", "active"),
+    ]
+
+
 def test_plan_works_without_a_project_state_table(tmp_path: Path) -> None:
     db = tmp_path / "nostate.db"
     _sql(

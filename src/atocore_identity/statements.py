@@ -123,7 +123,10 @@ MEMORY_DECISIONS = [
     """CREATE TEMP TABLE ident_mem_rekeyed AS
 SELECT k AS id, canonical, memory_type, content, updated_at
 FROM temp."ident_rekey:memories.project" WHERE status = 'active'""",
-    "CREATE INDEX temp.ident_mem_rekeyed_k ON ident_mem_rekeyed (canonical, memory_type, content)",
+    # content first: a probe's comparisons end at the first differing byte of
+    # the content, where the project (about 50 names shared by every row)
+    # would compare whole each time (the twin statement 0.69-0.80 -> 0.44-0.50 s)
+    "CREATE INDEX temp.ident_mem_rekeyed_k ON ident_mem_rekeyed (content, memory_type, canonical)",
     """CREATE TEMP TABLE ident_mem_dups AS
 WITH base AS MATERIALIZED (
   -- COLLATE BINARY: values compare exactly, whatever collation the columns declare
@@ -131,12 +134,10 @@ WITH base AS MATERIALIZED (
          m."memory_type" COLLATE BINARY AS memory_type, m."content" COLLATE BINARY AS content,
          m."updated_at" AS updated_at, 0 AS rekeyed
   FROM main."memories" AS m
-  WHERE m."project" COLLATE BINARY IN (SELECT DISTINCT canonical FROM temp.ident_mem_rekeyed)
-    AND m."status" = 'active'
-    AND EXISTS (SELECT 1 FROM temp.ident_mem_rekeyed AS r
-                WHERE r.canonical = m."project" COLLATE BINARY
-                  AND r.memory_type = m."memory_type" COLLATE BINARY
-                  AND r.content = m."content" COLLATE BINARY)
+  WHERE m."status" = 'active'
+    -- one probe of the index per active memory, no correlated subquery
+    AND (m."content" COLLATE BINARY, m."memory_type" COLLATE BINARY, m."project" COLLATE BINARY)
+        IN (SELECT content, memory_type, canonical FROM temp.ident_mem_rekeyed)
 ),
 -- only sets that can hold two rows are ranked: those with an active canonical
 -- twin, and those where two rekeyed rows meet; a lone rekeyed row is skipped
@@ -144,7 +145,7 @@ sets AS MATERIALIZED (
   SELECT canonical, memory_type, content FROM base
   UNION
   SELECT canonical, memory_type, content FROM temp.ident_mem_rekeyed
-  GROUP BY canonical, memory_type, content HAVING COUNT(*) > 1
+  GROUP BY content, memory_type, canonical HAVING COUNT(*) > 1
 ),
 cand AS (
   SELECT id, canonical, memory_type, content, updated_at, rekeyed FROM base
