@@ -10,31 +10,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
-from atocore_identity.commands import plan as plan_cmd
-from atocore_identity.commands import revert as revert_cmd
 from atocore_identity.errors import Refused
 from atocore_identity.plan_objects import Collision, Plan
-from atocore_identity.render import Doc, emit
-from atocore_identity.reverter import Inverse
+from atocore_identity.render import Doc, emit, terminal_console
+
+if TYPE_CHECKING:  # rich and the commands load when a terminal or a prompt needs them
+    from rich.progress import Progress, TaskID
+
+    from atocore_identity.reverter import Inverse
 
 T = TypeVar("T")
-
-
-def stderr_console() -> Console:
-    return Console(file=sys.stderr, highlight=False)
 
 
 class Phases:
@@ -42,8 +31,7 @@ class Phases:
     with --verbose, nothing otherwise."""
 
     def __init__(self, quiet: bool, verbose: bool) -> None:
-        self.console = stderr_console()
-        self.live = self.console.is_terminal and not quiet
+        self.console = None if quiet else terminal_console(sys.stderr)
         self.verbose = verbose and not quiet
         self.progress: Progress | None = None
         self.task: TaskID | None = None
@@ -58,9 +46,17 @@ class Phases:
     def running(self, bar: bool = True) -> Iterator[Phases]:
         """Show the bar while the block runs; ``bar=False`` while a prompt may
         come (a live bar would redraw over the question)."""
-        if not self.live or not bar:
+        if self.console is None or not bar:
             yield self
             return
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         columns = (
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -93,6 +89,8 @@ def is_terminal() -> bool:
 
 def prompt_choice(collision: Collision) -> str | None:
     """Ask on the terminal which candidate wins; 's' skips."""
+    from atocore_identity.commands import plan as plan_cmd
+
     doc = Doc()
     doc.heading(f"{collision.canonical_id}  {collision.ref}")
     plan_cmd.collision_table(doc, collision, numbered=True)
@@ -110,6 +108,8 @@ def prompt_choice(collision: Collision) -> str | None:
 
 
 def confirm_on_terminal(plan: Plan) -> bool:
+    from atocore_identity.commands import plan as plan_cmd
+
     doc = Doc()
     plan_cmd.plan_summary(doc, plan)
     emit(doc, "text", None, out=sys.stderr)
@@ -118,6 +118,8 @@ def confirm_on_terminal(plan: Plan) -> bool:
 
 
 def confirm_revert(inverse: Inverse) -> bool:
+    from atocore_identity.commands import revert as revert_cmd
+
     doc = Doc()
     revert_cmd.summary(doc, inverse)
     emit(doc, "text", None, out=sys.stderr)
