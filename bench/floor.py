@@ -174,14 +174,16 @@ SELECT m.id, n.canonical, m.memory_type, m.content, m.updated_at
 FROM names AS n CROSS JOIN memories AS m ON m.project = n.raw WHERE +m.status = 'active'"""
         )
     out += [
-        "CREATE INDEX temp.moved_k ON moved (canonical, memory_type, content)",
+        # content first: a probe ends at the content's first differing byte
+        # (the tool's twin index, f77257d: the floor takes every gain it can)
+        "CREATE INDEX temp.moved_k ON moved (content, memory_type, canonical)",
         # the one pass over the active memories: which are twins of a moved one
         """CREATE TEMP TABLE tw AS
 SELECT m.id, m.project AS canonical, m.memory_type, m.content, m.updated_at
-FROM memories AS m WHERE m.status = 'active' AND EXISTS (
-  SELECT 1 FROM moved AS x WHERE x.canonical = m.project
-     AND x.memory_type = m.memory_type AND x.content = m.content)""",
-        "CREATE INDEX temp.tw_k ON tw (canonical, memory_type, content)",
+FROM memories AS m WHERE m.status = 'active'
+  AND (m.content, m.memory_type, m.project)
+      IN (SELECT content, memory_type, canonical FROM moved)""",
+        "CREATE INDEX temp.tw_k ON tw (content, memory_type, canonical)",
         # rank the sets of two or more active rows that hold a moved one
         """CREATE TEMP TABLE sup AS
 SELECT id, ROW_NUMBER() OVER (PARTITION BY canonical, memory_type, content
