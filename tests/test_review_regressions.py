@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +103,12 @@ def test_twins_in_nocase_columns_are_matched_exactly(tmp_path: Path) -> None:
         " ('c2', 'fact', 'same', 'p05-interferometer', 'active', '2024-01-01'),"
         " ('a2', 'fact', 'same', 'p05', 'active', '2024-02-01'),"
         " ('c3', 'Fact', 'kind', 'p05-interferometer', 'active', '2024-01-01'),"
-        " ('a3', 'fact', 'kind', 'p05', 'active', '2024-02-01');",
+        " ('a3', 'fact', 'kind', 'p05', 'active', '2024-02-01'),"
+        # two canonical twins the migration does not touch: a rekeyed 'word'
+        # matched to them without case would rank them and supersede one
+        " ('c4', 'fact', 'Word', 'p05-interferometer', 'active', '2024-01-01'),"
+        " ('c5', 'fact', 'Word', 'p05-interferometer', 'active', '2024-03-01'),"
+        " ('a4', 'fact', 'word', 'p05', 'active', '2024-02-01');",
     )
     reg = tmp_path / "reg.json"
     reg.write_text(json.dumps({"projects": REG}))
@@ -116,9 +123,12 @@ def test_twins_in_nocase_columns_are_matched_exactly(tmp_path: Path) -> None:
         ("a1", "active"),
         ("a2", "active"),
         ("a3", "active"),
+        ("a4", "active"),
         ("c1", "active"),
         ("c2", "superseded"),
         ("c3", "active"),
+        ("c4", "active"),
+        ("c5", "active"),
     ]
 
 
@@ -190,3 +200,28 @@ def test_plan_out_into_a_missing_directory_is_one_clear_line(make_env: Any) -> N
     assert result.code == 2
     assert "does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_commands_run_with_stderr_closed(make_env: Any) -> None:
+    # fd 2 closed (a cron job, `2>&-`): Python's sys.stderr is None; progress
+    # and chatter have nowhere to go, the command still does its work
+    env = make_env(**SHADOWED)
+    closed = ["bash", "-c", 'exec "$@" 2>&-', "_", sys.executable, "-m", "atocore_identity"]
+    planned = subprocess.run(
+        [*closed, "plan", *env.args(), "--format", "json"],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert planned.returncode == 0
+    assert json.loads(planned.stdout)["counts"]["shadow_rows_deleted"] == 1
+    applied = subprocess.run(
+        [*closed, "apply", *env.args(), "--yes"],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert applied.returncode == 0, applied.stdout
+    assert rows(env.db, "SELECT id, name FROM projects") == [("c", "p05-interferometer")]

@@ -1,9 +1,9 @@
 """The Click command group: parse options, call ``commands``, render.
 
-Each command imports its ``commands`` module when it runs, and rich and
-tabulate load only to draw text: a run pays the start-up of its own
-command, not of all eight (importing what plan needs, 20 runs each,
-alternating: 0.20-0.21 -> 0.13-0.15 s).
+Each command imports its ``commands`` module when it runs, and rich loads
+only for a terminal: a run pays the start-up of its own command, not of all
+eight (importing what plan needs, 20 runs each, alternating: 0.18-0.21 ->
+0.12-0.15 s; decision 50).
 
 ``main`` is the one place where typed errors become a one-line message on
 stderr and an exit code. Everything a person reads while a command works

@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-if TYPE_CHECKING:  # rich and tabulate load when text is drawn: json needs neither
+# tabulate draws every plain and markdown result: imported here, so a broken
+# install fails at start-up, before a command has changed anything
+from tabulate import tabulate
+
+if TYPE_CHECKING:  # rich loads when a terminal may draw it (terminal_console)
     from rich.console import Console
 
 FORMATS = ("text", "json", "markdown")
@@ -75,14 +79,16 @@ def emit(doc: Doc, fmt: str, payload: dict[str, Any] | None, out: TextIO | None 
         stream.write(to_plain(doc))
 
 
-def terminal_console(stream: TextIO) -> Console | None:
+def terminal_console(stream: TextIO | None) -> Console | None:
     """A rich console on ``stream`` if rich calls it a terminal, else None.
     rich is only imported when it might (a tty, or the variables rich reads
     to force the answer): 0.03 s of every command's start-up otherwise."""
+    if stream is None:  # sys.stderr is None when the command runs with fd 2 closed
+        return None
     forced = "TTY_COMPATIBLE" in os.environ or "FORCE_COLOR" in os.environ
     try:
         tty = stream.isatty()
-    except ValueError:  # closed
+    except (ValueError, AttributeError):  # closed, or not a file at all
         tty = False
     if not (tty or forced):
         return None
@@ -93,8 +99,6 @@ def terminal_console(stream: TextIO) -> Console | None:
 
 
 def to_plain(doc: Doc) -> str:
-    from tabulate import tabulate
-
     parts: list[str] = []
     for b in doc.blocks:
         if b.kind == "heading":
@@ -118,8 +122,6 @@ def to_plain(doc: Doc) -> str:
 
 
 def to_markdown(doc: Doc) -> str:
-    from tabulate import tabulate
-
     parts: list[str] = []
     for b in doc.blocks:
         if b.kind == "heading":

@@ -26,7 +26,6 @@ from atocore_identity.prune import PruneItem, prune, prune_plan
 from atocore_identity.render import Doc
 
 HISTORY_VERSION = 1
-DEFAULT_OLDER_THAN = PRUNE_AGE_MINUTES  # minutes; --older-than's default
 SHORT = 12  # characters of a sha256 or fingerprint shown in text
 
 
