@@ -50,7 +50,9 @@ two canonical rows (an integrity error for the tool) is not handled.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -160,10 +162,11 @@ JOIN alias AS a ON a.folded = {fold_raw} WHERE raw <> a.canonical""",
     if plan_only:
         out += [
             """CREATE TEMP TABLE rk_mem AS
-SELECT m.id, n.canonical, m.status, m.memory_type, m.content, m.updated_at
+SELECT m.id, n.raw, n.canonical, m.status, m.memory_type, m.content, m.updated_at
 FROM names AS n CROSS JOIN memories AS m ON m.project = n.raw""",
             """CREATE TEMP TABLE rk_int AS
-SELECT i.id, n.canonical FROM names AS n CROSS JOIN interactions AS i ON i.project = n.raw""",
+SELECT i.id, n.raw, n.canonical
+FROM names AS n CROSS JOIN interactions AS i ON i.project = n.raw""",
             """CREATE TEMP TABLE moved AS
 SELECT id, canonical, memory_type, content, updated_at FROM rk_mem WHERE status = 'active'""",
         ]
@@ -186,8 +189,7 @@ FROM memories AS m WHERE m.status = 'active'
         "CREATE INDEX temp.tw_k ON tw (content, memory_type, canonical)",
         # rank the sets of two or more active rows that hold a moved one
         """CREATE TEMP TABLE sup AS
-SELECT id, ROW_NUMBER() OVER (PARTITION BY canonical, memory_type, content
-                              ORDER BY updated_at DESC, rekeyed, id) AS rn
+SELECT id, canonical, ROW_NUMBER() OVER s AS rn, FIRST_VALUE(id) OVER s AS keeper
 FROM (SELECT id, canonical, memory_type, content, updated_at, 0 AS rekeyed FROM tw
       UNION ALL
       SELECT x.id, x.canonical, x.memory_type, x.content, x.updated_at, 1 FROM moved AS x
@@ -195,9 +197,79 @@ FROM (SELECT id, canonical, memory_type, content, updated_at, 0 AS rekeyed FROM 
                       AND t.memory_type = x.memory_type AND t.content = x.content)
          OR EXISTS (SELECT 1 FROM moved AS y WHERE y.canonical = x.canonical
                       AND y.memory_type = x.memory_type AND y.content = x.content
-                      AND y.id <> x.id))""",
+                      AND y.id <> x.id))
+WINDOW s AS (PARTITION BY canonical, memory_type, content
+             ORDER BY updated_at DESC, rekeyed, id)""",
     ]
     return out
+
+
+def companion(conn: sqlite3.Connection) -> list[str]:
+    """``--companion``: the SELECTs of the records plan's companion holds,
+    each line encoded by SQLite (json_object; a REAL with 15 digits, which
+    the tool must not accept but a floor may): the shadow projects rows
+    renamed or deleted, the state rows moved or archived (and those that
+    stay under a renamed shadow), the rekeyed ids with their old spellings
+    in records of at most 5,000 per canonical id, the superseded memories."""
+    project_row = _row_object(conn, "projects", "p")
+    state_row = _row_object(conn, "project_state", "ps")
+
+    def rekey(table: str, rk: str) -> str:
+        return f"""SELECT json_object('record', 'rekey', 'table', '{table}', 'column', 'project',
+  'key', 'id', 'to', canonical, 'ids', json_group_array(id), 'from', json_group_array(raw))
+FROM (SELECT id, raw, canonical,
+             (ROW_NUMBER() OVER (PARTITION BY canonical ORDER BY rowid) - 1) / 5000 AS chunk
+      FROM {rk})
+GROUP BY canonical, chunk ORDER BY canonical, chunk"""
+
+    return [
+        f"""SELECT json_object('record', 'project',
+  'action', CASE WHEN g.pid = t.target THEN 'rename' ELSE 'delete' END,
+  'id', p.id, 'name', p.name, 'canonical_id', g.canonical,
+  'target_row_id', CASE WHEN g.pid = t.target THEN NULL ELSE t.target END, 'row', {project_row})
+FROM grp AS g JOIN tgt AS t USING (canonical) JOIN projects AS p ON p.id = g.pid
+WHERE g.pid <> t.target OR t.has_canonical = 0 ORDER BY g.canonical, p.id""",
+        "CREATE INDEX temp.st_k ON st (canonical, category, key)",
+        f"""SELECT json_object('record', 'state', 'outcome', s.outcome,
+  'canonical_id', s.canonical, 'to_project_row', s.target, 'winner_id', w.id, 'row', {state_row})
+FROM st AS s JOIN project_state AS ps ON ps.id = s.id
+LEFT JOIN st AS w ON w.canonical = s.canonical AND w.category IS s.category
+  AND w.key IS s.key AND w.outcome IN ('stays', 'moves')
+WHERE s.outcome IN ('moves', 'duplicate', 'history')
+   OR (s.outcome = 'stays' AND s.project_id IN
+       (SELECT target FROM tgt WHERE has_canonical = 0))
+ORDER BY s.canonical, s.category, s.key""",
+        rekey("memories", "rk_mem"),
+        rekey("interactions", "rk_int"),
+        """SELECT json_object('record', 'supersede', 'table', 'memories', 'id', id,
+  'keeper_id', keeper, 'canonical_id', canonical)
+FROM sup WHERE rn > 1 ORDER BY id""",
+    ]
+
+
+def _row_object(conn: sqlite3.Connection, table: str, alias: str) -> str:
+    """json_object of every column of ``table`` (as ``alias``), by name."""
+    cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+    pairs = ", ".join(f'{_lit(c)}, {alias}."{c}"' for c in cols)
+    return f"json_object({pairs})"
+
+
+def write_companion(conn: sqlite3.Connection, path: Path, steps: list[float]) -> int:
+    """The companion's records as gzip JSON lines (one member, level 1, fsynced,
+    on this thread); how many records."""
+    records = 0
+    with path.open("wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
+            for sql in companion(conn):
+                t = time.perf_counter()
+                cur = conn.execute(sql)
+                while rows := cur.fetchmany(5000):
+                    records += len(rows)
+                    gz.write(("\n".join(r[0] for r in rows) + "\n").encode("utf-8"))
+                steps.append(round(time.perf_counter() - t, 4))
+        raw.flush()
+        os.fsync(raw.fileno())
+    return records
 
 
 def writes() -> list[str]:
@@ -233,8 +305,9 @@ def _timed(conn: sqlite3.Connection, statements: list[str], steps: list[float]) 
         steps.append(round(time.perf_counter() - t, 4))
 
 
-def plan_only(db: Path, registry: Path) -> dict[str, Any]:
-    """The dry-run floor: decisions and counts, read-only, TEMP tables in memory."""
+def plan_only(db: Path, registry: Path, companion_path: Path | None = None) -> dict[str, Any]:
+    """The dry-run floor: decisions and counts, read-only, TEMP tables in memory;
+    with ``companion_path`` also the companion's records, written there."""
     t0 = time.perf_counter()
     uri = f"file:{db.absolute()}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None)
@@ -246,13 +319,17 @@ def plan_only(db: Path, registry: Path) -> dict[str, Any]:
         t = time.perf_counter()
         row = conn.execute(COUNTS).fetchone()
         steps.append(round(time.perf_counter() - t, 4))
+        records = None if companion_path is None else write_companion(conn, companion_path, steps)
         conn.execute("COMMIT")
     finally:
         conn.close()
     counts = dict(zip(COUNT_NAMES, (int(v) for v in row), strict=True))
     counts["collisions_unresolved"] = counts["collisions"]
     counts["extra_rekeyed"] = 0
-    return {"counts": counts, "seconds": round(time.perf_counter() - t0, 4), "steps": steps}
+    out = {"counts": counts, "seconds": round(time.perf_counter() - t0, 4), "steps": steps}
+    if records is not None:
+        out["records"] = records
+    return out
 
 
 def apply_floor(db: Path, registry: Path) -> dict[str, Any]:
@@ -287,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--plan-only", action="store_true", help="decide and count only: read-only, no writes"
     )
+    ap.add_argument(
+        "--companion",
+        type=Path,
+        metavar="FILE",
+        help="with --plan-only: also write the records of plan's companion to FILE",
+    )
     ap.add_argument("paths", nargs="+", type=Path, help="DB REGISTRY, or REGISTRY with --print-sql")
     args = ap.parse_args(argv)
     if args.print_sql:
@@ -300,8 +383,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if len(args.paths) != 2:
         ap.error("give DB and REGISTRY")
-    run = plan_only if args.plan_only else apply_floor
-    json.dump(run(args.paths[0], args.paths[1]), sys.stdout)
+    if args.companion is not None and not args.plan_only:
+        ap.error("--companion goes with --plan-only")
+    if args.plan_only:
+        done = plan_only(args.paths[0], args.paths[1], args.companion)
+    else:
+        done = apply_floor(args.paths[0], args.paths[1])
+    json.dump(done, sys.stdout)
     print()
     return 0
 

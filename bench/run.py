@@ -52,6 +52,7 @@ backup excluded), backup <= 1.0x cp, revert <= 1.5x apply, peak RSS <= 100 MB,
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import itertools
 import json
@@ -86,6 +87,7 @@ MB = 1024 * 1024
 LABELS = {
     "plan": "plan",
     "plan_floor": "dry-run floor",
+    "plan_floor_companion": "dry-run floor + companion",
     "apply": "apply",
     "apply_floor": "apply floor",
     "backup": "backup",
@@ -270,7 +272,11 @@ def run_plan(
         must_succeed(LABELS[name], size, m)
         if file_state(db) != before:
             raise SystemExit(f"bench: {LABELS[name]} changed the database file at {size:,} rows")
-        m["counts"] = json.loads(m["stdout"])["counts"]
+        payload = json.loads(m["stdout"])
+        m["counts"] = payload["counts"]
+        if payload.get("companion"):  # its records, for the floor that writes them too
+            with gzip.open(reports / payload["companion"], "rb") as handle:
+                m["companion_records"] = sum(1 for line in handle if line.strip())
         out[name] = m
 
     db, _ = fresh_copy(base, work)
@@ -283,6 +289,26 @@ def run_plan(
     doc = json.loads(m["stdout"])
     m["counts"], m["steps"] = doc["counts"], doc["steps"]
     out["plan_floor"] = m
+
+    # the same floor writing the records of plan's companion (SPEC §4), as
+    # plain as it gets: json_object per line, gzip on the one thread, fsync
+    db, _ = fresh_copy(base, work)
+    before = file_state(db)
+    written = work / "floor.rows.jsonl.gz"
+    floor = [*floor[:2], "--plan-only", "--companion", str(written), str(db), str(registry)]
+    m = measure(floor, work)
+    must_succeed("floor.py --plan-only --companion", size, m)
+    if file_state(db) != before:
+        raise SystemExit(f"bench: the companion floor changed the database file at {size:,} rows")
+    doc = json.loads(m["stdout"])
+    m["counts"], m["steps"], m["records"] = doc["counts"], doc["steps"], doc["records"]
+    out["plan_floor_companion"] = m
+    for name in ("plan_nd", "plan"):
+        if name in out and out[name].get("companion_records") not in (None, m["records"]):
+            raise SystemExit(
+                f"bench: {LABELS[name]}'s companion holds {out[name]['companion_records']}"
+                f" records, the companion floor's {m['records']}, at {size:,} rows"
+            )
 
     # like with like: every count the floor computes must be plan's
     floor_counts = out["plan_floor"]["counts"]
@@ -471,6 +497,7 @@ def summarize(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     ratios = {
         "plan --no-discover / dry-run floor": ("plan_nd", "plan_floor"),
         "plan / dry-run floor": ("plan", "plan_floor"),
+        "plan --no-discover / dry-run floor + companion": ("plan_nd", "plan_floor_companion"),
         "apply / apply floor": ("apply", "apply_floor"),
         "backup / cp": ("backup", "cp"),
         "inspect --no-discover / dry-run floor": ("inspect_nd", "plan_floor"),
@@ -554,6 +581,9 @@ def table(doc: dict[str, Any]) -> str:
             plan = _pair(s, "plan_nd", "plan_floor")
             plan += f"; with discovery {_pair(s, 'plan', 'plan_floor').replace('**', '')}"
             plan += f" ({_discovery(s, 'plan', 'plan_nd')})"
+            if "plan_floor_companion" in s:
+                both = _pair(s, "plan_nd", "plan_floor_companion").replace("**", "")
+                plan += f"; against the floor that also writes the companion {both}"
         else:
             plan = _pair(s, "plan", "plan_floor") + " (with discovery)"
         lines.append(
