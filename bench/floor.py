@@ -332,8 +332,11 @@ def plan_only(db: Path, registry: Path, companion_path: Path | None = None) -> d
     return out
 
 
-def apply_floor(db: Path, registry: Path) -> dict[str, Any]:
-    """The apply floor: decisions and writes in one transaction."""
+def apply_floor(db: Path, registry: Path, archive: Path | None = None) -> dict[str, Any]:
+    """The apply floor: decisions and writes in one transaction; with
+    ``archive``, the companion's records written there (and fsynced) after
+    the decisions and before the writes, as apply writes its archive (the
+    rekey sets are built for it, as the dry-run floor builds them)."""
     t0 = time.perf_counter()
     conn = sqlite3.connect(db, isolation_level=None)
     steps: list[float] = []
@@ -342,20 +345,24 @@ def apply_floor(db: Path, registry: Path) -> dict[str, Any]:
         conn.execute(f"PRAGMA temp_store = {TEMP_STORE}")
         conn.execute(f"PRAGMA cache_size = {-APPLY_CACHE_KIB}")
         conn.execute("BEGIN IMMEDIATE")
-        _timed(conn, decide(registry, plan_only=False), steps)
+        _timed(conn, decide(registry, plan_only=archive is not None), steps)
         (collisions,) = conn.execute(
             "SELECT COUNT(*) FROM st WHERE outcome = 'collision'"
         ).fetchone()
         if collisions:
             conn.execute("ROLLBACK")
             raise SystemExit(3)
+        records = None if archive is None else write_companion(conn, archive, steps)
         _timed(conn, writes(), steps)
         t = time.perf_counter()
         conn.execute("COMMIT")
         steps.append(round(time.perf_counter() - t, 4))
     finally:
         conn.close()
-    return {"seconds": round(time.perf_counter() - t0, 4), "steps": steps}
+    out: dict[str, Any] = {"seconds": round(time.perf_counter() - t0, 4), "steps": steps}
+    if records is not None:
+        out["records"] = records
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="FILE",
         help="with --plan-only: also write the records of plan's companion to FILE",
+    )
+    ap.add_argument(
+        "--archive",
+        type=Path,
+        metavar="FILE",
+        help="without --plan-only: write apply's archive (the same records) to FILE first",
     )
     ap.add_argument("paths", nargs="+", type=Path, help="DB REGISTRY, or REGISTRY with --print-sql")
     args = ap.parse_args(argv)
@@ -385,10 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give DB and REGISTRY")
     if args.companion is not None and not args.plan_only:
         ap.error("--companion goes with --plan-only")
+    if args.archive is not None and args.plan_only:
+        ap.error("--archive goes without --plan-only")
     if args.plan_only:
         done = plan_only(args.paths[0], args.paths[1], args.companion)
     else:
-        done = apply_floor(args.paths[0], args.paths[1])
+        done = apply_floor(args.paths[0], args.paths[1], args.archive)
     json.dump(done, sys.stdout)
     print()
     return 0

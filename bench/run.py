@@ -90,6 +90,7 @@ LABELS = {
     "plan_floor_companion": "dry-run floor + companion",
     "apply": "apply",
     "apply_floor": "apply floor",
+    "apply_floor_archive": "apply floor + archive",
     "backup": "backup",
     "cp": "cp",
     "inspect": "inspect",
@@ -342,6 +343,9 @@ def run_apply(
         raise SystemExit(f"bench: apply status {doc['status']}: {doc.get('error')}")
     m["phases"], m["counts"] = doc.get("timings_seconds", {}), doc["counts"]
     m["digest"] = row_digest(db)
+    if doc.get("companion"):  # the archive's records, for the floor that writes them too
+        with gzip.open(reports / doc["companion"], "rb") as handle:
+            m["archive_records"] = sum(1 for line in handle if line.strip())
     out["apply"] = m
     if revert:
         out["revert"] = run_revert(db, registry, reports, report, work, size)
@@ -357,6 +361,26 @@ def run_apply(
             " it does not make the same writes"
         )
     out["apply_floor"] = m
+
+    # the same floor writing apply's archive first (SPEC §4), as plainly as
+    # the companion floor writes plan's companion
+    db, _ = fresh_copy(base, work)
+    archive = work / "floor-archive.rows.jsonl.gz"
+    m = measure(
+        [sys.executable, str(HERE / "floor.py"), "--archive", str(archive), str(db), str(registry)],
+        work,
+    )
+    must_succeed("floor.py --archive", size, m)
+    doc = json.loads(m["stdout"])
+    m["steps"], m["records"], m["digest"] = doc["steps"], doc["records"], row_digest(db)
+    if m["digest"] != out["apply"]["digest"]:
+        raise SystemExit(f"bench: the archive floor left different rows than apply at {size:,}")
+    if out["apply"].get("archive_records") not in (None, m["records"]):
+        raise SystemExit(
+            f"bench: apply's archive holds {out['apply']['archive_records']} records,"
+            f" the archive floor's {m['records']}, at {size:,} rows"
+        )
+    out["apply_floor_archive"] = m
     return out
 
 
@@ -499,6 +523,7 @@ def summarize(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "plan / dry-run floor": ("plan", "plan_floor"),
         "plan --no-discover / dry-run floor + companion": ("plan_nd", "plan_floor_companion"),
         "apply / apply floor": ("apply", "apply_floor"),
+        "apply / apply floor + archive": ("apply", "apply_floor_archive"),
         "backup / cp": ("backup", "cp"),
         "inspect --no-discover / dry-run floor": ("inspect_nd", "plan_floor"),
         "inspect / dry-run floor": ("inspect", "plan_floor"),
@@ -586,9 +611,13 @@ def table(doc: dict[str, Any]) -> str:
                 plan += f"; against the floor that also writes the companion {both}"
         else:
             plan = _pair(s, "plan", "plan_floor") + " (with discovery)"
+        apply = _pair(s, "apply", "apply_floor")
+        if "apply_floor_archive" in s:
+            both = _pair(s, "apply", "apply_floor_archive").replace("**", "")
+            apply += f"; against the floor that also writes the archive {both}"
         lines.append(
             f"| {size:,} + {size:,} | {plan}"
-            f" | {_pair(s, 'apply', 'apply_floor')} | {_pair(s, 'backup', 'cp')}"
+            f" | {apply} | {_pair(s, 'backup', 'cp')}"
             f" | {inspect} | {_pair(s, 'revert', 'apply')} | {_rss(s)} |"
         )
     sizes = sorted(by_size)
