@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import TS, content_digest, rows
+from conftest import TS, content_digest, rows, run_cli
 
 REG = [{"id": "p05-interferometer", "aliases": ["p05", "interferometer"]}]
 SHADOWED = {
@@ -22,6 +22,13 @@ SHADOWED = {
     ],
     "memories": [("m1", "fact", "a", "p05", "active", TS)],
 }
+
+
+def _cli_args(tmp_path: Path, db: Path) -> list[str | Path]:
+    """--db DB, a registry of REG and a report dir in ``tmp_path``."""
+    reg = tmp_path / "reg.json"
+    reg.write_text(json.dumps({"projects": REG}))
+    return ["--db", db, "--registry", reg, "--report-dir", tmp_path / "r"]
 
 
 def _sql(db: Path, script: str) -> None:
@@ -71,11 +78,7 @@ def test_variant_spellings_in_a_nocase_column_are_migrated(tmp_path: Path) -> No
         "INSERT INTO memories VALUES ('m1', 'fact', 'a', 'p05-interferometer', 'active', 'x'),"
         " ('m2', 'fact', 'b', 'P05-Interferometer', 'active', 'x');",
     )
-    reg = tmp_path / "reg.json"
-    reg.write_text(json.dumps({"projects": REG}))
-    from conftest import run_cli
-
-    common = ["--db", db, "--registry", reg, "--report-dir", tmp_path / "r"]
+    common = _cli_args(tmp_path, db)
     planned = run_cli("plan", *common, "--detailed-exitcode", "--format", "json")
     assert planned.code == 4, planned.stderr
     assert planned.json()["counts"]["memories_rekeyed"] == 1
@@ -110,11 +113,7 @@ def test_twins_in_nocase_columns_are_matched_exactly(tmp_path: Path) -> None:
         " ('c5', 'fact', 'Word', 'p05-interferometer', 'active', '2024-03-01'),"
         " ('a4', 'fact', 'word', 'p05', 'active', '2024-02-01');",
     )
-    reg = tmp_path / "reg.json"
-    reg.write_text(json.dumps({"projects": REG}))
-    from conftest import run_cli
-
-    common = ["--db", db, "--registry", reg, "--report-dir", tmp_path / "r"]
+    common = _cli_args(tmp_path, db)
     planned = run_cli("plan", *common, "--format", "json")
     assert planned.code == 0, planned.stderr
     assert planned.json()["counts"]["memories_superseded"] == 1
@@ -139,13 +138,7 @@ def test_plan_works_without_a_project_state_table(tmp_path: Path) -> None:
         "CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
         "INSERT INTO projects VALUES ('c', 'p05-interferometer'), ('s', 'p05');",
     )
-    reg = tmp_path / "reg.json"
-    reg.write_text(json.dumps({"projects": REG}))
-    from conftest import run_cli
-
-    result = run_cli(
-        "plan", "--db", db, "--registry", reg, "--report-dir", tmp_path / "r", "--format", "json"
-    )
+    result = run_cli("plan", *_cli_args(tmp_path, db), "--format", "json")
     assert result.code == 0, result.stderr
     assert result.json()["counts"]["shadow_rows_deleted"] == 1
 
@@ -184,11 +177,7 @@ def test_projects_without_a_name_column_is_bad_input(tmp_path: Path) -> None:
         "CREATE TABLE projects (id TEXT PRIMARY KEY, title TEXT);"
         "INSERT INTO projects VALUES ('s', 'p05');",
     )
-    reg = tmp_path / "reg.json"
-    reg.write_text(json.dumps({"projects": REG}))
-    from conftest import run_cli
-
-    result = run_cli("inspect", "--db", db, "--registry", reg, "--report-dir", tmp_path / "r")
+    result = run_cli("inspect", *_cli_args(tmp_path, db))
     assert result.code == 2
     assert result.stderr.startswith("Error:") and "name" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
