@@ -40,12 +40,7 @@ def no_alias_names(surv: Survey) -> list[Check]:
     """One check per project-keyed column: no alias or variant spelling left."""
     out = []
     for target in surv.targets:
-        bad = [
-            n
-            for n in surv.names
-            if (n.table, n.column) == (target.table, target.column)
-            and n.kind in ("alias", "variant")
-        ]
+        bad = surv.moving(target)
         detail = ", ".join(f"{n.examples[0]!r}: {n.count}" for n in bad[:10]) or "none"
         out.append(Check(f"no alias or variant names in {target.label}", not bad, detail))
     return out

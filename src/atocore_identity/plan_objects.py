@@ -40,8 +40,14 @@ class NameCount:
     spellings: int
     examples: tuple[str, ...]  # up to EXAMPLES raw spellings
 
+    @property
+    def moves(self) -> bool:
+        """An alias or a variant spelling: its rows are what a rekey moves."""
+        return self.kind in MOVING_KINDS
+
 
 EXAMPLES = 5
+MOVING_KINDS = ("alias", "variant")  # the kinds of name a rekey moves (NameCount.moves)
 
 
 @dataclass(frozen=True)
@@ -248,6 +254,11 @@ class Survey:
     rename: dict[str, str]  # every alias or variant spelling -> its canonical id
     # alias-keyed values in columns nobody configured; None: discovery did not run
     discovery: Discovery | None = None
+
+    def moving(self, target: Target) -> list[NameCount]:
+        """The names in ``target``'s column that a rekey moves."""
+        column = (target.table, target.column)
+        return [n for n in self.names if n.moves and (n.table, n.column) == column]
 
     def groups(self) -> dict[str, Group]:
         groups: dict[str, Group] = {}

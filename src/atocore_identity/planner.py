@@ -173,20 +173,16 @@ def _rekey_sums(
     got = beside() if beside is not None else None
     if got is not None:
         sums, records = got
-        if [s.rows for s in sums] == [_expected_rows(surv, t) for t in surv.targets]:
+        if [s.rows for s in sums] == [_rows_moving(surv, t) for t in surv.targets]:
             return sums, records
         records.close()
     made = frozenset(t.label for t in surv.targets if t.dedupe)
     return read_rekeys(conn, surv.targets, made), None
 
 
-def _expected_rows(surv: Survey, target: Target) -> int:
+def _rows_moving(surv: Survey, target: Target) -> int:
     """How many rows of ``target`` the survey found keyed by an alias or variant."""
-    return sum(
-        n.count
-        for n in surv.names
-        if n.kind in ("alias", "variant") and (n.table, n.column) == (target.table, target.column)
-    )
+    return sum(n.count for n in surv.moving(target))
 
 
 def _groups(conn: sqlite3.Connection, surv: Survey) -> tuple[list[Group], list[str]]:
@@ -370,10 +366,8 @@ def _counts(conn: sqlite3.Connection, surv: Survey, groups: list[Group]) -> dict
     (counts["memories_superseded"],) = conn.execute(
         "SELECT COUNT(*) FROM temp.ident_mem_dups WHERE rnk > 1"
     ).fetchone()
-    buckets = {(t.table, t.column): t.bucket for t in surv.targets}
-    for n in surv.names:
-        if n.kind in ("alias", "variant"):
-            counts[f"{buckets[(n.table, n.column)]}_rekeyed"] += n.count
+    for target in surv.targets:
+        counts[f"{target.bucket}_rekeyed"] += _rows_moving(surv, target)
     return counts
 
 

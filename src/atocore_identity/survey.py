@@ -24,6 +24,7 @@ from atocore_identity.database import quote_ident, quote_literal, table_columns,
 from atocore_identity.errors import DatabaseError
 from atocore_identity.plan_objects import (
     EXAMPLES,
+    MOVING_KINDS,
     DiscoveredColumn,
     Discovery,
     NameCount,
@@ -505,7 +506,7 @@ def _discover_column(
         f"SELECT {col}, COUNT(*) FROM {source}"
         f" WHERE {shape.where(col)} GROUP BY {col} COLLATE BINARY"
     )
-    names, _ = tally(registry, cand.table, column, conn.execute(sql), ("alias", "variant"))
+    names, _ = tally(registry, cand.table, column, conn.execute(sql), MOVING_KINDS)
     if not names:
         return None
     names.sort(key=lambda n: (-n.count, n.name))

@@ -106,8 +106,7 @@ def survey_payload(surv: Survey) -> dict[str, Any]:
                 **name_fields(n),
                 **(
                     {"by_status": mem.get(n.name, {})}
-                    if buckets.get((n.table, n.column)) == "memories"
-                    and n.kind in ("alias", "variant")
+                    if buckets.get((n.table, n.column)) == "memories" and n.moves
                     else {}
                 ),
             }
@@ -242,7 +241,7 @@ def _name_slots(surv: Survey) -> _Slots:
                     s["state"][status] = s["state"].get(status, 0) + count
     buckets = {(t.table, t.column): t.bucket for t in surv.targets}
     for n in surv.names:
-        if n.kind not in ("alias", "variant") or n.canonical_id is None:
+        if not n.moves or n.canonical_id is None:
             continue
         s = _slot(per, n.canonical_id, n.name, n.kind)
         _spelled(s, n.examples, n.spellings)
